@@ -1,0 +1,32 @@
+"""flexsvc: the VBA-style GroupFlexSchedule API over PostgreSQL."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from flexsvc import activity, errors, jsonio, requestlog
+from flexsvc.config import Settings, load_settings
+from flexsvc.db import Pools
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Application factory: settings from ``FLEXSVC_CONFIG`` unless given."""
+    app = Flask(__name__)
+    settings = settings or load_settings()
+    app.extensions["flexsvc.settings"] = settings
+    app.extensions["flexsvc.pools"] = Pools(settings)
+    # Werkzeug enforces the byte limit on every route, also for chunked bodies.
+    app.config["MAX_CONTENT_LENGTH"] = settings.limits.max_body_bytes
+
+    jsonio.init_app(app)
+    activity.init_app(app)
+    errors.init_app(app)
+    requestlog.init_app(app)
+
+    from flexsvc import cli
+    from flexsvc.blueprints import batch, health
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(batch.bp)
+    cli.init_app(app)
+    return app

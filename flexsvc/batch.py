@@ -1,0 +1,247 @@
+"""Applying a batch of GroupFlexSchedule items as if one by one, in request order.
+
+The outcome of every item is decided in Python from facts read in bulk under locks (which keys
+exist and under which group, which GroupFlex parents and schedule types exist); then the final
+row of every key is written by one set-based statement. The write reports which keys it really
+inserted; if that differs from the plan (another transaction created one of our keys meanwhile),
+the transaction is rolled back and the batch is planned again on fresh facts. So statuses are
+exactly those of some serial order of the concurrent batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from flexsvc import store
+from flexsvc.config import PoolSettings
+from flexsvc.db import Pools
+from flexsvc.schemas import KEY_FIELD, ScheduleInput
+from flexsvc.store import BatchFacts
+
+log = logging.getLogger("flexsvc.batch")
+
+MAX_ATTEMPTS = 5
+
+
+@dataclass(slots=True)
+class ItemResult:
+    """The outcome of one item, rendered as ``{"id": [...], "status": ..., "body": ...}``."""
+
+    status: int
+    key: Any
+    body: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": [{"key": KEY_FIELD, "value": self.key}], "status": self.status,
+                "body": self.body}
+
+
+#: An item is either validated input or an outcome decided before the database (a 400).
+BatchEntry = ScheduleInput | ItemResult
+
+
+class GroupNotFound(Exception):
+    """The path's group does not exist (the whole request is a 404)."""
+
+
+class ConcurrentChange(Exception):
+    """Another transaction created one of the batch's keys after the facts were read."""
+
+
+class BatchContention(Exception):
+    """The batch kept meeting concurrent changes; nothing was written. Safe to retry."""
+
+
+@dataclass
+class BatchPlan:
+    results: list[ItemResult]
+    rows: dict[int, ScheduleInput] = field(default_factory=dict)  # final row per key
+    created: set[int] = field(default_factory=set)                # keys this batch creates
+    item_keys: list[int | None] = field(default_factory=list)     # key each item wrote
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status >= 400 for r in self.results)
+
+
+def plan_batch(
+    entries: Sequence[BatchEntry], group_id: str, facts: BatchFacts,
+    new_keys: Iterator[int] | None,
+) -> BatchPlan:
+    """Decide every item's outcome in request order (pure: no I/O).
+
+    ``new_keys`` supplies server-assigned keys for key-0 creates; None (dry run) reports 0.
+    """
+    owners = dict(facts.owners)
+    plan = BatchPlan(results=[])
+    for entry in entries:
+        if isinstance(entry, ItemResult):
+            plan.results.append(entry)
+            plan.item_keys.append(None)
+            continue
+        key = entry.key
+        owner = owners.get(key) if key else None
+        if owner is not None and owner != group_id:
+            outcome = ItemResult(409, key, f"{KEY_FIELD} {key} exists under another group; "
+                                           "that record was not changed.")
+        elif (entry.plan_id, entry.calendar_year) not in facts.parents:
+            outcome = ItemResult(422, key, f"The parent GroupFlex (group_ID {group_id}, "
+                                           f"plan_ID {entry.plan_id}, calendar_Year "
+                                           f"{entry.calendar_year}) does not exist.")
+        elif entry.schedule_type not in facts.schedule_types:
+            outcome = ItemResult(422, key, f"schedule_Type {entry.schedule_type} does not exist "
+                                           "in flex_schedule_type.")
+        else:
+            if key == 0:
+                key = next(new_keys) if new_keys is not None else 0
+                created = True
+            else:
+                created = owner is None
+            if created:
+                owners[key] = group_id
+                plan.created.add(key)
+            plan.rows[key] = entry._replace(key=key)
+            plan.results.append(ItemResult(201 if created else 200, key,
+                                           "Created" if created else "Updated"))
+            plan.item_keys.append(key)
+            continue
+        plan.results.append(outcome)
+        plan.item_keys.append(None)
+    return plan
+
+
+def not_applied(results: Sequence[ItemResult], entries: Sequence[BatchEntry]) -> list[ItemResult]:
+    """Atomic mode with a failure: every item that would have succeeded answers 424."""
+    return [
+        ItemResult(424, entry.key, "Not applied: another item of this atomic batch failed, "
+                                   "so nothing was written.")
+        if result.status < 400 else result
+        for result, entry in zip(results, entries, strict=True)
+    ]
+
+
+def upsert_batch(
+    pools: Pools, database: str, pool_settings: PoolSettings, group_id: str,
+    entries: Sequence[BatchEntry], user: str | None, *, atomic: bool = False,
+    dry_run: bool = False,
+) -> list[ItemResult]:
+    """Apply ``entries`` to ``database``; return one result per entry, in order."""
+    isolate = False
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        with pools.connection(database) as conn:
+            try:
+                return _apply_once(conn, pool_settings, group_id, entries, user,
+                                   atomic=atomic, dry_run=dry_run, isolate=isolate)
+            except (ConcurrentChange, pg_errors.TransactionRollbackError) as exc:
+                log.info("batch attempt %d met a concurrent change (%s); retrying",
+                         attempt, exc.__class__.__name__)
+            except (GroupNotFound, psycopg.OperationalError):
+                raise
+            except psycopg.Error:
+                if isolate:
+                    raise
+                log.exception("set-based write failed; retrying item by item to isolate it")
+                isolate = True
+    raise BatchContention()
+
+
+def _apply_once(
+    conn: psycopg.Connection, pool_settings: PoolSettings, group_id: str,
+    entries: Sequence[BatchEntry], user: str | None, *, atomic: bool, dry_run: bool,
+    isolate: bool,
+) -> list[ItemResult]:
+    valid = [e for e in entries if isinstance(e, ScheduleInput)]
+    explicit = sorted({e.key for e in valid if e.key})
+    new_count = 0 if dry_run else sum(1 for e in valid if e.key == 0)
+    results: list[ItemResult]
+    with conn.transaction() as tx:
+        store.set_transaction_timeouts(conn, pool_settings)
+        allocated = store.allocate_schedule_keys(conn, new_count)
+        facts = store.read_batch_facts(conn, group_id, explicit + allocated)
+        if not facts.group_exists:
+            raise GroupNotFound(group_id)
+        new_keys = _usable_new_keys(conn, allocated, new_count, set(explicit), facts.owners)
+        plan = plan_batch(entries, group_id, facts, None if dry_run else iter(new_keys))
+        if atomic and plan.failed:
+            results = not_applied(plan.results, entries)
+            raise psycopg.Rollback(tx)
+        if dry_run or not plan.rows:
+            results = plan.results
+            raise psycopg.Rollback(tx)
+        if isolate:
+            failed_keys = _write_row_by_row(conn, group_id, plan, user)
+            results = _mark_failed(plan, failed_keys)
+            if failed_keys and atomic:
+                results = not_applied(results, entries)
+                raise psycopg.Rollback(tx)
+        else:
+            written = store.upsert_schedules(conn, group_id, list(plan.rows.values()), user)
+            _verify_write(plan, written)
+            results = plan.results
+        if plan.created:
+            store.advance_key_sequence(conn, max(plan.created))
+    return results
+
+
+def _usable_new_keys(
+    conn: psycopg.Connection, allocated: list[int], needed: int, explicit: set[int],
+    owners: dict[int, str],
+) -> list[int]:
+    """Drop allocated keys that already exist or that the batch names explicitly.
+
+    That only happens when rows were created with explicit keys beyond the sequence; the
+    sequence is then advanced so it does not happen again.
+    """
+    usable = [k for k in allocated if k not in owners and k not in explicit]
+    while len(usable) < needed:
+        taken = max(owners, default=0)
+        store.advance_key_sequence(conn, max(taken, max(explicit, default=0)))
+        more = store.allocate_schedule_keys(conn, needed - len(usable))
+        existing = store.lock_schedules_by_key(conn, more)
+        owners.update(existing)
+        usable += [k for k in more if k not in existing and k not in explicit]
+    return usable
+
+
+def _verify_write(plan: BatchPlan, written: dict[int, bool]) -> None:
+    """The write must have inserted exactly the keys the plan creates, and updated the rest."""
+    if len(written) != len(plan.rows):
+        raise ConcurrentChange("a key was created under another group meanwhile")
+    for key, inserted in written.items():
+        if inserted != (key in plan.created):
+            raise ConcurrentChange("a key was created by another batch meanwhile")
+
+
+def _write_row_by_row(
+    conn: psycopg.Connection, group_id: str, plan: BatchPlan, user: str | None,
+) -> set[int]:
+    """The rare path after an unexpected write error: each key in its own savepoint."""
+    failed: set[int] = set()
+    for key in sorted(plan.rows):
+        try:
+            with conn.transaction():
+                written = store.upsert_schedules(conn, group_id, [plan.rows[key]], user)
+        except (psycopg.OperationalError, pg_errors.TransactionRollbackError):
+            raise
+        except psycopg.Error:
+            log.exception("writing key %s failed", key)
+            failed.add(key)
+            continue
+        if written.get(key) != (key in plan.created):
+            raise ConcurrentChange("a key changed meanwhile")
+    return failed
+
+
+def _mark_failed(plan: BatchPlan, failed_keys: set[int]) -> list[ItemResult]:
+    return [
+        ItemResult(500, result.key, "An unexpected error occurred for this item; nothing was "
+                                    "written for it. Quote the activityID when reporting it.")
+        if key is not None and key in failed_keys else result
+        for result, key in zip(plan.results, plan.item_keys, strict=False)
+    ]

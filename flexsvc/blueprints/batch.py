@@ -1,0 +1,46 @@
+"""PUT /groups/{groupID}/flex-schedules-batch: create or update many records, answer 207."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from flask import Blueprint, current_app
+from werkzeug.wrappers import Response
+
+from flexsvc.batch import BatchEntry, ItemResult, upsert_batch
+from flexsvc.errors import envelope
+from flexsvc.httpinput import (
+    query_options,
+    read_json_array,
+    require_tenant,
+    settings,
+    valid_group_id,
+)
+from flexsvc.jsonio import json_response
+from flexsvc.requestlog import record_item_statuses
+from flexsvc.schemas import BatchQuerySchema, describe_errors, echo_key, load_item
+
+bp = Blueprint("batch", __name__)
+_QUERY = BatchQuerySchema()
+
+
+@bp.put("/groups/<path:group_id>/flex-schedules-batch")
+def put_flex_schedules_batch(group_id: str) -> Response:
+    """Create or update many GroupFlexSchedule records; one result per item, in order."""
+    principal, database = require_tenant()
+    group_id = valid_group_id(group_id)
+    options = query_options(_QUERY)
+    items = read_json_array()
+    entries: list[BatchEntry] = []
+    for raw in items:
+        loaded, errors = load_item(raw, group_id)
+        if loaded is None:
+            entries.append(ItemResult(400, echo_key(raw), describe_errors(errors)))
+        else:
+            entries.append(loaded)
+    results = upsert_batch(
+        current_app.extensions["flexsvc.pools"], database, settings().pool, group_id, entries,
+        principal.user, atomic=options["atomic"], dry_run=options["dryRun"],
+    )
+    record_item_statuses(Counter(r.status for r in results))
+    return json_response(envelope([r.to_json() for r in results]), 207)

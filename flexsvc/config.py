@@ -1,0 +1,208 @@
+"""The one place that knows the configuration.
+
+Settings come from the TOML file named by ``FLEXSVC_CONFIG``; a few secrets may come from the
+environment instead (see ``docs/CONFIGURATION.md``). Everything is validated once at start-up so a
+bad file fails loudly before the first request, not in the middle of one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATABASE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+ALLOWED_JWT_ALGORITHMS = {
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",
+    "PS256", "PS384", "PS512", "EdDSA",
+}
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    sha256: bytes
+    databases: frozenset[str]
+
+    def allows(self, database: str) -> bool:
+        return "*" in self.databases or database in self.databases
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    require: str = "both"
+    jwt_algorithms: tuple[str, ...] = ("HS256",)
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_user_claim: str = "sub"
+    jwt_leeway_seconds: int = 0
+
+    @property
+    def jwt_verification_key(self) -> str | None:
+        if any(a.startswith("HS") for a in self.jwt_algorithms):
+            return self.jwt_secret
+        return self.jwt_public_key
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    min_size: int = 1
+    max_size: int = 4
+    wait_timeout: float = 5.0
+    connect_timeout: int = 3
+    reconnect_timeout: float = 5.0
+    max_idle: float = 300.0
+    max_lifetime: float = 3600.0
+    statement_timeout_ms: int = 60000
+    lock_timeout_ms: int = 5000
+    prepare_threshold: int | None = 5
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_items: int = 10000
+
+
+@dataclass(frozen=True)
+class Settings:
+    databases: dict[str, str]
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    api_keys: tuple[ApiKey, ...] = ()
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    source: str = "<memory>"
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read and validate the TOML file at ``path`` (default: ``$FLEXSVC_CONFIG``)."""
+    path = path or os.environ.get("FLEXSVC_CONFIG")
+    if not path:
+        raise ConfigError("FLEXSVC_CONFIG is not set; point it at a TOML file (see README)")
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
+    return settings_from_mapping(raw, source=str(path), base_dir=Path(path).parent)
+
+
+def settings_from_mapping(
+    raw: dict[str, Any], *, source: str = "<memory>", base_dir: Path | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build validated settings from an already-parsed TOML document."""
+    env = os.environ if environ is None else environ
+    databases = _databases(raw.get("databases", {}), env)
+    auth = _auth(raw.get("auth", {}), env, base_dir or Path.cwd())
+    api_keys = tuple(_api_key(entry, databases) for entry in raw.get("api_keys", []))
+    names = [k.name for k in api_keys]
+    if len(set(names)) != len(names):
+        raise ConfigError("api_keys: names must be unique")
+    pool = _section(PoolSettings, raw.get("pool", {}), "pool")
+    if pool.min_size < 0 or pool.max_size < 1 or pool.min_size > pool.max_size:
+        raise ConfigError("pool: need 0 <= min_size <= max_size and max_size >= 1")
+    limits = _section(LimitSettings, raw.get("limits", {}), "limits")
+    if limits.max_body_bytes < 2 or limits.max_items < 1:
+        raise ConfigError("limits: max_body_bytes and max_items must be positive")
+    return Settings(databases=databases, auth=auth, api_keys=api_keys, pool=pool,
+                    limits=limits, source=source)
+
+
+def _databases(section: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    if not isinstance(section, dict):
+        raise ConfigError("[databases] must be a table of name = DSN")
+    databases: dict[str, str] = {}
+    for name, dsn in section.items():
+        if not DATABASE_NAME.match(name):
+            raise ConfigError(f"databases: invalid database name {name!r}")
+        override = env.get(database_env_var(name))
+        dsn = override or dsn
+        if not isinstance(dsn, str) or not dsn:
+            raise ConfigError(f"databases.{name}: DSN must be a non-empty string")
+        databases[name] = dsn
+    return databases
+
+
+def database_env_var(name: str) -> str:
+    """Environment variable that overrides the DSN of database ``name`` (for passwords)."""
+    return "FLEXSVC_DB_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def _auth(section: dict[str, Any], env: dict[str, str], base_dir: Path) -> AuthSettings:
+    section = dict(section)
+    require = section.pop("require", "both")
+    if require not in ("both", "either"):
+        raise ConfigError('auth.require must be "both" or "either"')
+    algorithms = tuple(section.pop("jwt_algorithms", ["HS256"]))
+    if not algorithms or any(a not in ALLOWED_JWT_ALGORITHMS for a in algorithms):
+        raise ConfigError(f"auth.jwt_algorithms must be a non-empty subset of "
+                          f"{sorted(ALLOWED_JWT_ALGORITHMS)} ('none' is never allowed)")
+    symmetric = {a.startswith("HS") for a in algorithms}
+    if len(symmetric) != 1:
+        raise ConfigError("auth.jwt_algorithms: do not mix HS* with asymmetric algorithms")
+    secret = env.get("FLEXSVC_JWT_SECRET") or section.pop("jwt_secret", None)
+    section.pop("jwt_secret", None)
+    public_key = None
+    key_file = env.get("FLEXSVC_JWT_PUBLIC_KEY_FILE") or section.pop("jwt_public_key_file", None)
+    section.pop("jwt_public_key_file", None)
+    if key_file:
+        key_path = Path(key_file)
+        if not key_path.is_absolute():
+            key_path = base_dir / key_path
+        try:
+            public_key = key_path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"auth.jwt_public_key_file: cannot read {key_path}") from exc
+    if True in symmetric and not secret:
+        raise ConfigError("auth.jwt_secret (or FLEXSVC_JWT_SECRET) is required for HS* algorithms")
+    if False in symmetric and not public_key:
+        raise ConfigError("auth.jwt_public_key_file is required for asymmetric algorithms")
+    settings = AuthSettings(
+        require=require, jwt_algorithms=algorithms, jwt_secret=secret, jwt_public_key=public_key,
+        jwt_issuer=section.pop("jwt_issuer", None), jwt_audience=section.pop("jwt_audience", None),
+        jwt_user_claim=section.pop("jwt_user_claim", "sub"),
+        jwt_leeway_seconds=int(section.pop("jwt_leeway_seconds", 0)),
+    )
+    if section:
+        raise ConfigError(f"auth: unknown keys {sorted(section)}")
+    return settings
+
+
+def _api_key(entry: dict[str, Any], databases: dict[str, str]) -> ApiKey:
+    name = entry.get("name")
+    if not isinstance(name, str) or not 1 <= len(name) <= 20:
+        raise ConfigError("api_keys: each needs a name of 1..20 characters")
+    digest = str(entry.get("sha256", "")).lower()
+    if not SHA256_HEX.match(digest):
+        raise ConfigError(f"api_keys.{name}: sha256 must be 64 hex characters")
+    allowed = entry.get("databases", [])
+    if not isinstance(allowed, list) or not all(isinstance(d, str) for d in allowed):
+        raise ConfigError(f"api_keys.{name}: databases must be a list of names or ['*']")
+    unknown = [d for d in allowed if d != "*" and d not in databases]
+    if unknown:
+        raise ConfigError(f"api_keys.{name}: unknown databases {unknown}")
+    return ApiKey(name=name, sha256=bytes.fromhex(digest), databases=frozenset(allowed))
+
+
+def _section(cls: type, section: dict[str, Any], label: str) -> Any:
+    known = set(cls.__dataclass_fields__)
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigError(f"{label}: unknown keys {sorted(unknown)}")
+    try:
+        return cls(**section)
+    except TypeError as exc:  # pragma: no cover - defensive
+        raise ConfigError(f"{label}: {exc}") from exc

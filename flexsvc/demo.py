@@ -1,0 +1,116 @@
+"""`make run`: a self-contained demo on an embedded PostgreSQL.
+
+Starts PostgreSQL under ``.flexsvc/`` (kept between runs), creates and migrates the ``demo``
+database, seeds group DEMO01 with GroupFlex rows for plans FSA and HRA (2026), writes
+``.flexsvc/demo.toml`` with a fresh development API key and JWT secret, prints a curl command
+that works as printed, and runs gunicorn in the foreground. Ctrl-C stops both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from flexsvc.auth import issue_token, new_api_key
+from flexsvc.config import settings_from_mapping
+from flexsvc.demo_data import DEMO_GROUP, DEMO_YEAR, seed_demo
+from flexsvc.embedded import EmbeddedPostgres, free_port, port_is_free
+from flexsvc.migrations import apply_migrations
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = ROOT / ".flexsvc"
+DEFAULT_PG_PORT = 54329
+DEMO_USER = "demo-user"
+
+
+def _toml_config(dsn: str, jwt_secret: str, key_digest: str) -> str:
+    return f"""# Written by `make run` for the demo; regenerated on every start.
+[databases]
+demo = "{dsn}"
+
+[auth]
+require = "both"
+jwt_algorithms = ["HS256"]
+jwt_secret = "{jwt_secret}"
+jwt_issuer = "flexsvc-demo"
+jwt_audience = "flexsvc"
+jwt_user_claim = "sub"
+
+[[api_keys]]
+name = "demo-key"
+sha256 = "{key_digest}"
+databases = ["demo"]
+"""
+
+
+def demo_curl(base_url: str, api_key: str, token: str) -> str:
+    items = [
+        {"groupFlexSchedule_Key": 0, "group_ID": DEMO_GROUP, "plan_ID": "FSA",
+         "calendar_Year": DEMO_YEAR, "schedule_Date": "2026-01-15", "schedule_Type": "MONTHLY"},
+        {"groupFlexSchedule_Key": 0, "group_ID": DEMO_GROUP, "plan_ID": "HRA",
+         "calendar_Year": DEMO_YEAR, "schedule_Date": "2026-02-15 00:00:00 UTC",
+         "schedule_Type": "monthly"},
+    ]
+    body = json.dumps(items)
+    url = f"{base_url}/groups/{DEMO_GROUP}/flex-schedules-batch"
+    return " \\\n  ".join([
+        f"curl -sS -X PUT {shlex.quote(url)}",
+        "-H 'Content-Type: application/json'",
+        "-H 'vbasoftware-database: demo'",
+        f"-H {shlex.quote('x-api-key: ' + api_key)}",
+        f"-H {shlex.quote('Authorization: Bearer ' + token)}",
+        f"--data {shlex.quote(body)}",
+    ])
+
+
+def main() -> int:
+    STATE_DIR.mkdir(exist_ok=True)
+    pg_port = int(os.environ.get("FLEXSVC_DEMO_PG_PORT", DEFAULT_PG_PORT))
+    server = EmbeddedPostgres(STATE_DIR / "pgdata", pg_port if port_is_free(pg_port)
+                              else free_port())
+    print(f"starting embedded PostgreSQL in {server.datadir} on port {server.port} ...",
+          flush=True)
+    server.start()
+    dsn = server.create_database("demo")
+    with psycopg.connect(dsn) as conn:
+        apply_migrations(conn)
+        seed_demo(conn)
+
+    api_key, digest = new_api_key()
+    jwt_secret = secrets.token_urlsafe(32)
+    config_path = STATE_DIR / "demo.toml"
+    config_path.write_text(_toml_config(dsn, jwt_secret, digest))
+    config_path.chmod(0o600)
+    import tomllib
+    settings = settings_from_mapping(tomllib.loads(config_path.read_text()))
+    token = issue_token(settings.auth, DEMO_USER, ttl_seconds=7 * 24 * 3600)
+
+    bind = os.environ.get("FLEXSVC_BIND", "127.0.0.1:8000")
+    base_url = "http://" + bind
+    print("\nflexsvc demo is starting. Try it (creates two schedules, answers 207):\n", flush=True)
+    print(demo_curl(base_url, api_key, token) + "\n", flush=True)
+    print(f"config: {config_path}   (Ctrl-C stops the service and PostgreSQL)\n", flush=True)
+
+    env = dict(os.environ, FLEXSVC_CONFIG=str(config_path), FLEXSVC_BIND=bind)
+    gunicorn = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c",
+                                 str(ROOT / "gunicorn.conf.py"), "wsgi:app"], cwd=ROOT, env=env)
+    signal.signal(signal.SIGTERM, lambda *_: gunicorn.terminate())
+    try:
+        return gunicorn.wait()
+    except KeyboardInterrupt:
+        gunicorn.send_signal(signal.SIGINT)
+        return gunicorn.wait()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The one place that builds error envelopes.
+
+Every failure a client can see, from any route, is ``{"data": null, "error": <RFC 9457 problem>,
+"debug": {"activityID": ...}}``. Nothing here ever includes exception text from the database or
+a stack trace: those go to the log, keyed by the activity ID.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from flexsvc.activity import current_activity_id
+from flexsvc.auth import CHALLENGE, Forbidden, Unauthorized
+from flexsvc.batch import BatchContention, GroupNotFound
+from flexsvc.db import DatabaseUnavailable, UnknownDatabase
+from flexsvc.jsonio import json_response
+
+log = logging.getLogger("flexsvc.errors")
+RETRY_AFTER_SECONDS = "5"
+
+
+class ApiError(Exception):
+    """A whole-request failure with a status, a client-safe detail and optional headers."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def envelope(data: object, error: dict | None = None) -> dict:
+    """The response body every route returns."""
+    return {"data": data, "error": error, "debug": {"activityID": current_activity_id()}}
+
+
+def problem_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    """An error response in the standard envelope, with RFC 9457 problem details."""
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    problem = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": request.path if request else None,
+    }
+    response = json_response(envelope(None, problem), status)
+    response.content_type = "application/problem+json"
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+_HTTP_DETAILS = {
+    404: "No such resource.",
+    405: "The method is not allowed for this resource.",
+    413: "The request body is larger than this service accepts.",
+    415: "Unsupported content type; send application/json.",
+}
+
+
+def _domain_problem(exc: Exception) -> Response:
+    """Map the domain's exceptions to statuses; the mapping lives here and nowhere else."""
+    if isinstance(exc, Unauthorized):
+        return problem_response(401, str(exc), {"WWW-Authenticate": CHALLENGE})
+    if isinstance(exc, (Forbidden, UnknownDatabase)):
+        # Same body whether the name is unknown or not allowed, so names cannot be probed.
+        return problem_response(403, "The target database is not available to these "
+                                     "credentials.")
+    if isinstance(exc, GroupNotFound):
+        return problem_response(404, "The group does not exist.")
+    if isinstance(exc, DatabaseUnavailable):
+        return problem_response(503, "The target database is unavailable; nothing was written. "
+                                     "Retry later.", {"Retry-After": RETRY_AFTER_SECONDS})
+    if isinstance(exc, BatchContention):
+        return problem_response(503, "The batch kept meeting concurrent changes to the same "
+                                     "records; nothing was written. Retry.",
+                                {"Retry-After": "1"})
+    raise exc
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return problem_response(exc.status, exc.detail, exc.headers)
+
+    for domain_error in (Unauthorized, Forbidden, UnknownDatabase, GroupNotFound,
+                         DatabaseUnavailable, BatchContention):
+        app.register_error_handler(domain_error, _domain_problem)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        headers = {}
+        valid_methods = getattr(exc, "valid_methods", None)
+        if status == 405 and valid_methods:
+            headers["Allow"] = ", ".join(valid_methods)
+        detail = _HTTP_DETAILS.get(status, "The request could not be processed.")
+        return problem_response(status, detail, headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return problem_response(500, "An unexpected error occurred. Quote the activityID "
+                                "when reporting it.")

@@ -1,0 +1,97 @@
+"""Reading what a request sends: tenant headers, JSON bodies, path and query values.
+
+Each helper raises ApiError with a client-safe detail; blueprints stay thin by calling these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, g, request
+from marshmallow import Schema, ValidationError
+
+from flexsvc.auth import Principal, authenticate, authorize_database
+from flexsvc.config import Settings
+from flexsvc.errors import ApiError
+from flexsvc.jsonio import MalformedJSON, parse_json
+
+DATABASE_HEADER = "vbasoftware-database"
+MAX_GROUP_ID_LENGTH = 20
+
+
+def settings() -> Settings:
+    return current_app.extensions["flexsvc.settings"]
+
+
+def require_tenant() -> tuple[Principal, str]:
+    """Authenticate the caller and resolve the target database (401, 400, 403)."""
+    principal = authenticate(request.headers, settings())
+    g.principal = principal
+    name = request.headers.get(DATABASE_HEADER)
+    if name is None or not name.strip():
+        raise ApiError(400, f"The {DATABASE_HEADER} header is required.")
+    database = authorize_database(principal, name, settings())
+    g.database = database
+    return principal, database
+
+
+def valid_group_id(group_id: str) -> str:
+    """The path's groupID: 1..20 characters PostgreSQL can store."""
+    if not 1 <= len(group_id) <= MAX_GROUP_ID_LENGTH or "\x00" in group_id or not _encodable(
+            group_id):
+        raise ApiError(400, f"groupID must be 1..{MAX_GROUP_ID_LENGTH} characters of text.")
+    return group_id
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_json_content_type(mimetype: str) -> bool:
+    if mimetype in ("application/json", "text/json"):
+        return True
+    major, _, minor = mimetype.partition("/")
+    return major == "application" and minor.endswith("+json")
+
+
+def read_json_body() -> Any:
+    """The parsed JSON body (415 for other content types, 413 over the byte limit, 400 bad)."""
+    if not _is_json_content_type(request.mimetype):
+        raise ApiError(415, "Unsupported content type; send application/json, text/json or "
+                            "application/*+json.")
+    limit = settings().limits.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"The body is larger than {limit} bytes.")
+    body = request.get_data(cache=False)
+    if len(body) > limit:
+        raise ApiError(413, f"The body is larger than {limit} bytes.")
+    if not body.strip():
+        raise ApiError(400, "The body is empty; send a JSON array.")
+    try:
+        return parse_json(body)
+    except MalformedJSON as exc:
+        raise ApiError(400, f"Malformed JSON: {exc}.") from exc
+
+
+def read_json_array() -> list[Any]:
+    """The body as a JSON array within the item limit (400 not an array, 413 too many)."""
+    body = read_json_body()
+    if not isinstance(body, list):
+        raise ApiError(400, "The body must be a JSON array of GroupFlexSchedule objects.")
+    limit = settings().limits.max_items
+    if len(body) > limit:
+        raise ApiError(413, f"The batch has {len(body)} items; at most {limit} are accepted.")
+    return body
+
+
+def query_options(schema: Schema) -> dict[str, Any]:
+    """Query parameters loaded through ``schema`` (400 with the failing names)."""
+    try:
+        return schema.load(request.args.to_dict())
+    except ValidationError as exc:
+        names = ", ".join(sorted(exc.normalized_messages()))
+        raise ApiError(400, f"Invalid query parameter(s): {names}.") from exc

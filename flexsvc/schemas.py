@@ -1,0 +1,275 @@
+"""Marshmallow schemas: the single source of truth for field names, rules, messages and OpenAPI.
+
+Field names are the seed's (``groupFlexSchedule_Key``, ``calendar_Year`` ...) and are matched
+case-insensitively on input, as ASP.NET-based VBA does. Unknown fields are ignored. The audit
+fields (``entry_*``, ``update_*``) are dump-only: the server sets them and ignores what clients
+send.
+"""
+
+from __future__ import annotations
+
+import numbers
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
+
+from flexsvc.datetimes import (
+    ImpossibleDateTime,
+    InvalidDateTime,
+    format_datetime,
+    parse_datetime,
+)
+
+MAX_KEY = 2_147_483_647
+KEY_FIELD = "groupFlexSchedule_Key"
+
+
+class ScheduleInput(NamedTuple):
+    """One validated GroupFlexSchedule item, as the data layer consumes it."""
+
+    key: int
+    group_id: str
+    plan_id: str
+    calendar_year: str
+    schedule_date: datetime
+    schedule_type: str
+
+
+class StrictInteger(fields.Integer):
+    """An integer that must arrive as a JSON integer: not a boolean, float or string."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(strict=True, **kwargs)
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise self.make_error("invalid", input=value)
+        return super()._validated(value)
+
+
+class StorableString(fields.String):
+    """A string PostgreSQL can store: no NUL character, no lone surrogate."""
+
+    default_error_messages = {
+        "nul": "Must not contain a NUL character.",
+        "unencodable": "Must be valid Unicode text.",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise self.make_error("nul")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise self.make_error("unencodable") from exc
+        return text
+
+
+class UpperString(StorableString):
+    """Accepted in any case, stored upper-case (schedule types)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return super()._deserialize(value, attr, data, **kwargs).upper()
+
+
+class FlexDateTime(fields.Field):
+    """A date or ISO 8601 / RFC 3339 date-time; offsets converted to UTC, returned without one."""
+
+    default_error_messages = {
+        "invalid": "Not a valid date-time. Use 2026-01-15, 2026-01-15T00:00:00, "
+                   "2026-01-15 00:00:00 UTC or 2026-01-15T00:00:00-05:00.",
+        "impossible": "Not a possible date-time (check month, day, time and year 1..9999).",
+    }
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        if not isinstance(value, str):
+            raise self.make_error("invalid")
+        try:
+            return parse_datetime(value)
+        except ImpossibleDateTime as exc:
+            raise self.make_error("impossible") from exc
+        except InvalidDateTime as exc:
+            raise self.make_error("invalid") from exc
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else format_datetime(value)
+
+
+def _string(max_length: int, **kwargs: Any) -> StorableString:
+    return StorableString(required=True, validate=validate.Length(1, max_length), **kwargs)
+
+
+class GroupFlexScheduleSchema(Schema):
+    """One GroupFlexSchedule record, as sent to and returned by the API."""
+
+    class Meta:
+        unknown = EXCLUDE
+        ordered = True
+
+    key = StrictInteger(
+        data_key="groupFlexSchedule_Key", required=True, validate=validate.Range(0, MAX_KEY),
+        metadata={"description": "The unique identifier for the flex schedule. 0 asks the "
+                                 "server to assign a new key."})
+    calendar_year = _string(4, data_key="calendar_Year", metadata={
+        "description": "References GroupFlex.Calendar_Year value on the parent record."})
+    group_id = _string(20, data_key="group_ID", metadata={
+        "description": "References GroupFlex.Group_ID; must equal the groupID in the path."})
+    plan_id = _string(20, data_key="plan_ID", metadata={
+        "description": "References GroupFlex.Plan_ID value on the parent record."})
+    schedule_date = FlexDateTime(data_key="schedule_Date", required=True, metadata={
+        "description": "The scheduled date of the flex payment (UTC, returned without offset).",
+        "type": "string", "format": "date-time"})
+    schedule_type = UpperString(
+        data_key="schedule_Type", required=True, validate=validate.Length(1, 16), metadata={
+            "description": "The type of schedule (CUSTOM, WEEKLY, BIWEEKLY, SEMIMONTHLY, "
+                           "MONTHLY, QUARTERLY); any case, stored upper-case."})
+    entry_date = FlexDateTime(data_key="entry_Date", dump_only=True, metadata={
+        "description": "Set by the server when the record is created.",
+        "type": "string", "format": "date-time"})
+    entry_user = fields.String(data_key="entry_User", dump_only=True, allow_none=True, metadata={
+        "description": "Set by the server from the authenticated user on create."})
+    update_date = FlexDateTime(data_key="update_Date", dump_only=True, metadata={
+        "description": "Set by the server on every write.",
+        "type": "string", "format": "date-time"})
+    update_user = fields.String(data_key="update_User", dump_only=True, allow_none=True, metadata={
+        "description": "Set by the server from the authenticated user on every write."})
+
+    @pre_load
+    def _match_names_case_insensitively(self, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        canonical = _CANONICAL_NAMES
+        return {canonical.get(name.lower(), name): value for name, value in data.items()}
+
+
+#: lower-cased wire name -> the seed's spelling, for the fields a client may send.
+_CANONICAL_NAMES = {
+    f.data_key.lower(): f.data_key
+    for f in GroupFlexScheduleSchema().load_fields.values() if f.data_key
+}
+
+ITEM_SCHEMA = GroupFlexScheduleSchema()
+
+
+def load_item(raw: Any, path_group_id: str) -> tuple[ScheduleInput | None, dict[str, list[str]]]:
+    """Validate one item; return (item, {}) or (None, {wire field name: [messages]})."""
+    try:
+        loaded = ITEM_SCHEMA.load(raw)
+    except ValidationError as exc:
+        messages = exc.normalized_messages()
+        if not isinstance(messages, dict):
+            messages = {"_schema": [str(messages)]}
+        return None, messages
+    if loaded["group_id"] != path_group_id:
+        return None, {"group_ID": ["Must equal the groupID in the path."]}
+    return ScheduleInput(**loaded), {}
+
+
+def echo_key(raw: Any) -> Any:
+    """The key a client sent, for the ``id`` of a failed item: echoed only when it is a value
+    that can be written back safely (a 64-bit number, a short valid string, a boolean, null)."""
+    if not isinstance(raw, dict):
+        return None
+    value = None
+    for name, candidate in raw.items():
+        if name.lower() == _KEY_FIELD_LOWER:
+            value = candidate
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else str(value)[:40]
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, str) and len(value) <= 100 and "\x00" not in value:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        return value
+    return None
+
+
+_KEY_FIELD_LOWER = KEY_FIELD.lower()
+
+
+def describe_errors(messages: dict[str, Any]) -> str:
+    """Turn marshmallow's messages into the one-line ``body`` of a 400 item result."""
+    if "_schema" in messages:
+        return "Invalid GroupFlexSchedule: the item must be a JSON object."
+    parts = []
+    for name in sorted(messages):
+        value = messages[name]
+        text = " ".join(value) if isinstance(value, list) else str(value)
+        parts.append(f"{name}: {text}")
+    return "Invalid GroupFlexSchedule: " + "; ".join(parts)
+
+
+class IdPairSchema(Schema):
+    key = fields.String(allow_none=True, metadata={"example": "groupFlexSchedule_Key"})
+    value = fields.Raw(allow_none=True, metadata={"description": "The key as stored or as sent."})
+
+
+class ItemResultSchema(Schema):
+    """The outcome of one batch item."""
+
+    class Meta:
+        ordered = True
+
+    id = fields.List(fields.Nested(IdPairSchema), required=True)
+    status = fields.Integer(required=True, metadata={
+        "description": "201 created, 200 updated, 400 invalid, 409 key under another group, "
+                       "422 missing reference, 424 not applied (atomic), 500 unexpected"})
+    body = fields.String(required=True)
+
+
+class DebugSchema(Schema):
+    activityID = fields.String(required=True)
+
+
+class ProblemSchema(Schema):
+    """RFC 9457 problem details."""
+
+    class Meta:
+        ordered = True
+
+    type = fields.String(allow_none=True)
+    title = fields.String(allow_none=True)
+    status = fields.Integer()
+    detail = fields.String(allow_none=True)
+    instance = fields.String(allow_none=True)
+
+
+class BatchResponseSchema(Schema):
+    """The 207 multi-status body of the batch endpoint."""
+
+    class Meta:
+        ordered = True
+
+    data = fields.List(fields.Nested(ItemResultSchema), allow_none=True)
+    error = fields.Nested(ProblemSchema, allow_none=True)
+    debug = fields.Nested(DebugSchema)
+
+
+class ErrorEnvelopeSchema(Schema):
+    """The body of every whole-request error."""
+
+    class Meta:
+        ordered = True
+
+    data = fields.Raw(allow_none=True, metadata={"description": "Always null on error."})
+    error = fields.Nested(ProblemSchema)
+    debug = fields.Nested(DebugSchema)
+
+
+class BatchQuerySchema(Schema):
+    """Query options of the batch endpoint."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    atomic = fields.Boolean(load_default=False, metadata={
+        "description": "Write all items or none; when one fails, the others answer 424."})
+    dryRun = fields.Boolean(load_default=False, metadata={
+        "description": "Compute every result without writing anything."})

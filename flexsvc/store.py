@@ -1,0 +1,84 @@
+"""Data layer of the batch upsert: runs named SQL on a connection, knows nothing of HTTP.
+
+Reads are pipelined (one round trip for all the facts a batch's outcomes depend on); the write is
+one set-based statement for the whole batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+
+from flexsvc.config import PoolSettings
+from flexsvc.queries import sql
+from flexsvc.schemas import ScheduleInput
+
+
+@dataclass(frozen=True)
+class BatchFacts:
+    """What the database says about a batch, read under locks in one round trip."""
+
+    group_exists: bool
+    owners: dict[int, str]               # existing key -> its group_id (rows locked FOR UPDATE)
+    parents: frozenset[tuple[str, str]]  # (plan_id, calendar_year) of the group's GroupFlex rows
+    schedule_types: frozenset[str]
+
+
+def set_transaction_timeouts(conn: psycopg.Connection, settings: PoolSettings) -> None:
+    conn.execute(sql("set_transaction_timeouts"), {
+        "statement_timeout": f"{settings.statement_timeout_ms}ms",
+        "lock_timeout": f"{settings.lock_timeout_ms}ms",
+    })
+
+
+def allocate_schedule_keys(conn: psycopg.Connection, count: int) -> list[int]:
+    """Take ``count`` new keys from the identity sequence (not transactional: never reused)."""
+    if count <= 0:
+        return []
+    return [row[0] for row in conn.execute(sql("allocate_schedule_keys"), {"count": count})]
+
+
+def read_batch_facts(conn: psycopg.Connection, group_id: str, keys: Sequence[int]) -> BatchFacts:
+    """Lock and read the group, its GroupFlex rows, the schedule types and the batch's rows."""
+    with conn.pipeline():
+        group = conn.execute(sql("lock_group"), {"group_id": group_id})
+        parents = conn.execute(sql("lock_group_flex_parents"), {"group_id": group_id})
+        types = conn.execute(sql("lock_schedule_types"))
+        owners = conn.execute(sql("lock_schedules_by_key"), {"keys": list(keys)})
+    return BatchFacts(
+        group_exists=group.fetchone() is not None,
+        owners=dict(owners.fetchall()),
+        parents=frozenset(parents.fetchall()),
+        schedule_types=frozenset(row[0] for row in types.fetchall()),
+    )
+
+
+def lock_schedules_by_key(conn: psycopg.Connection, keys: Sequence[int]) -> dict[int, str]:
+    return dict(conn.execute(sql("lock_schedules_by_key"), {"keys": list(keys)}).fetchall())
+
+
+def upsert_schedules(
+    conn: psycopg.Connection, group_id: str, rows: Sequence[ScheduleInput], user: str | None,
+) -> dict[int, bool]:
+    """Write the final row of every key in one statement; return {key: inserted?}.
+
+    ``rows`` must hold each key once. A row whose key exists under another group is not
+    touched and is missing from the result.
+    """
+    ordered = sorted(rows, key=lambda r: r.key)
+    params = {
+        "group_id": group_id,
+        "user": user,
+        "keys": [r.key for r in ordered],
+        "plan_ids": [r.plan_id for r in ordered],
+        "calendar_years": [r.calendar_year for r in ordered],
+        "schedule_dates": [r.schedule_date for r in ordered],
+        "schedule_types": [r.schedule_type for r in ordered],
+    }
+    return dict(conn.execute(sql("upsert_schedules"), params).fetchall())
+
+
+def advance_key_sequence(conn: psycopg.Connection, max_key: int) -> None:
+    conn.execute(sql("advance_key_sequence"), {"max_key": max_key})

@@ -1,0 +1,59 @@
+-- Queries of the batch upsert. Each block is one named query; parameters are psycopg's
+-- %(name)s placeholders, never formatted into the text.
+
+-- name: set_transaction_timeouts
+-- Transaction-scoped (safe behind PgBouncer in transaction pooling mode).
+SELECT set_config('statement_timeout', %(statement_timeout)s, true),
+       set_config('lock_timeout', %(lock_timeout)s, true);
+
+-- name: lock_group
+-- The group must exist; KEY SHARE keeps it from being deleted under the batch.
+SELECT group_id FROM groups WHERE group_id = %(group_id)s FOR KEY SHARE;
+
+-- name: lock_group_flex_parents
+-- The GroupFlex rows items may reference; KEY SHARE keeps them from being deleted meanwhile.
+SELECT plan_id, calendar_year FROM group_flex WHERE group_id = %(group_id)s FOR KEY SHARE;
+
+-- name: lock_schedule_types
+SELECT schedule_type FROM flex_schedule_type FOR KEY SHARE;
+
+-- name: lock_schedules_by_key
+-- Existing rows of the batch's keys, locked in key order so concurrent batches cannot deadlock.
+SELECT group_flex_schedule_key, group_id
+FROM group_flex_schedule
+WHERE group_flex_schedule_key = ANY(%(keys)s::integer[])
+ORDER BY group_flex_schedule_key
+FOR UPDATE;
+
+-- name: allocate_schedule_keys
+-- Server-assigned keys for key-0 creates, taken from the identity column's sequence.
+SELECT nextval(pg_get_serial_sequence('group_flex_schedule', 'group_flex_schedule_key'))::integer
+FROM generate_series(1, %(count)s);
+
+-- name: advance_key_sequence
+-- Keep the sequence past explicitly created keys so key-0 creates rarely meet them.
+SELECT setval(s.seq, %(max_key)s)
+FROM (SELECT pg_get_serial_sequence('group_flex_schedule', 'group_flex_schedule_key') AS seq) AS s
+WHERE %(max_key)s > COALESCE(pg_sequence_last_value(s.seq::regclass), 0);
+
+-- name: upsert_schedules
+-- One statement for the whole batch: final row per key, in key order. An existing row is only
+-- updated when it belongs to the same group; "inserted" tells created from updated rows.
+INSERT INTO group_flex_schedule AS t (
+    group_flex_schedule_key, group_id, plan_id, calendar_year, schedule_date, schedule_type,
+    entry_date, entry_user, update_date, update_user)
+SELECT u.key, %(group_id)s, u.plan_id, u.calendar_year, u.schedule_date, u.schedule_type,
+       now(), %(user)s, now(), %(user)s
+FROM unnest(%(keys)s::integer[], %(plan_ids)s::varchar[], %(calendar_years)s::varchar[],
+            %(schedule_dates)s::timestamp[], %(schedule_types)s::varchar[])
+     AS u(key, plan_id, calendar_year, schedule_date, schedule_type)
+ORDER BY u.key
+ON CONFLICT (group_flex_schedule_key) DO UPDATE
+SET plan_id = EXCLUDED.plan_id,
+    calendar_year = EXCLUDED.calendar_year,
+    schedule_date = EXCLUDED.schedule_date,
+    schedule_type = EXCLUDED.schedule_type,
+    update_date = EXCLUDED.update_date,
+    update_user = EXCLUDED.update_user
+WHERE t.group_id = EXCLUDED.group_id
+RETURNING t.group_flex_schedule_key, (t.xmax = 0) AS inserted;
