@@ -27,6 +27,8 @@ from flexsvc.store import BatchFacts
 log = logging.getLogger("flexsvc.batch")
 
 MAX_ATTEMPTS = 5
+#: Errors after which the whole transaction is simply tried again on fresh facts.
+RETRYABLE_ERRORS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 
 @dataclass(slots=True)
@@ -138,7 +140,7 @@ def upsert_batch(
             try:
                 return _apply_once(conn, pool_settings, group_id, entries, user,
                                    atomic=atomic, dry_run=dry_run, isolate=isolate)
-            except (ConcurrentChange, pg_errors.TransactionRollbackError) as exc:
+            except (ConcurrentChange, *RETRYABLE_ERRORS) as exc:
                 log.info("batch attempt %d met a concurrent change (%s); retrying",
                          attempt, exc.__class__.__name__)
             except (GroupNotFound, psycopg.OperationalError):
@@ -227,7 +229,7 @@ def _write_row_by_row(
         try:
             with conn.transaction():
                 written = store.upsert_schedules(conn, group_id, [plan.rows[key]], user)
-        except (psycopg.OperationalError, pg_errors.TransactionRollbackError):
+        except psycopg.OperationalError:
             raise
         except psycopg.Error:
             log.exception("writing key %s failed", key)

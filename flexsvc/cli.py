@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask, current_app
+from flask.cli import with_appcontext
 
 from flexsvc.auth import issue_token, new_api_key
 from flexsvc.config import Settings
@@ -26,16 +27,20 @@ def _selected(database: str | None) -> list[str]:
 
 
 @click.command("migrate")
+@with_appcontext
 @click.option("--database", help="Only this configured database (default: all).")
 def migrate_command(database: str | None) -> None:
     """Apply the SQL migrations to every configured database (safe to run again)."""
     for name in _selected(database):
-        with connect(_settings().databases[name]) as conn:
+        # Same prepared-statement policy as the service (off behind PgBouncer < 1.21).
+        with connect(_settings().databases[name],
+                     prepare_threshold=_settings().pool_for(name).prepare_threshold) as conn:
             applied = apply_migrations(conn)
         click.echo(f"{name}: " + (f"applied {', '.join(applied)}" if applied else "up to date"))
 
 
 @click.command("seed-demo")
+@with_appcontext
 @click.option("--database", default="demo", show_default=True)
 def seed_demo_command(database: str) -> None:
     """Insert the demo group DEMO01 and its GroupFlex rows (idempotent)."""
@@ -64,6 +69,7 @@ def create_api_key_command(name: str, databases: str) -> None:
 
 
 @click.command("issue-token")
+@with_appcontext
 @click.argument("user")
 @click.option("--ttl", default=3600, show_default=True, help="Lifetime in seconds.")
 @click.option("--databases", default=None, help="Comma-separated 'databases' claim (optional).")

@@ -26,7 +26,7 @@ from flexsvc.embedded import EmbeddedPostgres, free_port, port_is_free
 from flexsvc.migrations import apply_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE_DIR = ROOT / ".flexsvc"
+STATE_DIR = Path(os.environ.get("FLEXSVC_STATE_DIR", ROOT / ".flexsvc"))
 DEFAULT_PG_PORT = 54329
 DEMO_USER = "demo-user"
 
