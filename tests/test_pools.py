@@ -1,0 +1,45 @@
+"""SPEC §3: one bounded pool per target database per process, created on first use."""
+
+from __future__ import annotations
+
+from flexsvc import create_app
+from flexsvc.config import settings_from_mapping
+from tests.conftest import settings_mapping
+from tests.helpers import item, put_batch, statuses
+
+
+def test_pools_are_created_on_first_use_and_bounded(tenant_dsns, clean_db):
+    mapping = settings_mapping(tenant_dsns, pool={"min_size": 0, "max_size": 3})
+    app = create_app(settings_from_mapping(mapping, environ={}))
+    pools = app.extensions["flexsvc.pools"]
+    try:
+        client = app.test_client()
+        assert pools.stats() == {}
+        assert statuses(put_batch(client, [item(1)])) == [201]
+        assert statuses(put_batch(client, [item(2)])) == [201]
+        stats = pools.stats()
+        assert list(stats) == ["main"]          # "other" was never used, so never connected
+        assert stats["main"]["pool_max"] == 3
+        assert stats["main"]["pool_size"] == 1  # both batches reused one connection
+        assert pools.get("main") is pools.get("main")
+    finally:
+        pools.close()
+
+
+def test_tables_and_seeded_schedule_types(clean_db):
+    columns = clean_db.execute(
+        "SELECT table_name, column_name, is_nullable FROM information_schema.columns "
+        "WHERE table_name IN ('groups', 'group_flex', 'flex_schedule_type') "
+        "ORDER BY table_name, ordinal_position").fetchall()
+    assert columns == [
+        ("flex_schedule_type", "schedule_type", "NO"), ("flex_schedule_type", "description", "NO"),
+        ("group_flex", "group_id", "NO"), ("group_flex", "plan_id", "NO"),
+        ("group_flex", "calendar_year", "NO"), ("group_flex", "effective_date", "NO"),
+        ("group_flex", "term_date", "NO"),
+        ("groups", "group_id", "NO"), ("groups", "group_name", "YES"),
+    ]
+    identity = clean_db.execute(
+        "SELECT is_identity, identity_generation FROM information_schema.columns "
+        "WHERE table_name = 'group_flex_schedule' AND column_name = 'group_flex_schedule_key'"
+    ).fetchone()
+    assert identity == ("YES", "BY DEFAULT")
