@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean help
+.PHONY: run test lint bench docs-check clean help
 
 help:
 	@echo "make run    - start the demo service on an embedded PostgreSQL (prints a curl)"
 	@echo "make test   - run the tests (embedded PostgreSQL, or FLEXSVC_TEST_DSN)"
 	@echo "make lint   - ruff"
 	@echo "make bench  - performance benchmark"
+	@echo "make docs-check - render /docs in headless Chromium (installs Debian's chromium)"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,14 +29,19 @@ else
 endif
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check flexsvc tests wsgi.py gunicorn.conf.py
+	$(VENV)/bin/ruff check flexsvc tests wsgi.py gunicorn.conf.py bench
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check flexsvc tests wsgi.py gunicorn.conf.py
+	$(VENV)/bin/ruff check flexsvc tests wsgi.py gunicorn.conf.py bench
 
 bench: $(STAMP)
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Renders /docs offline in headless Chromium and checks every operation is on the page.
+docs-check: $(STAMP)
+	command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
+	$(PY) tools/docs_check.py
 
 clean:
 	rm -rf $(VENV) .flexsvc .pytest_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from flexsvc import activity, errors, jsonio, requestlog
+from flexsvc import activity, errors, jsonio, metrics, requestlog
 from flexsvc.config import Settings, load_settings
 from flexsvc.db import Pools
 
@@ -22,11 +22,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     activity.init_app(app)
     errors.init_app(app)
     requestlog.init_app(app)
+    metrics.init_app(app)
 
     from flexsvc import cli
-    from flexsvc.blueprints import batch, health
+    from flexsvc.blueprints import batch, docs, health, schedules
 
     app.register_blueprint(health.bp)
     app.register_blueprint(batch.bp)
+    app.register_blueprint(schedules.bp)
+    app.register_blueprint(docs.bp)
     cli.init_app(app)
     return app

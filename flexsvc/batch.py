@@ -28,6 +28,8 @@ log = logging.getLogger("flexsvc.batch")
 
 MAX_ATTEMPTS = 5
 #: Errors after which the whole transaction is simply tried again on fresh facts.
+KEYS_EXHAUSTED = (f"No new {KEY_FIELD} can be assigned: the key sequence has reached its "
+                  "maximum (2147483647). Send an explicit key.")
 RETRYABLE_ERRORS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 
@@ -82,39 +84,48 @@ def plan_batch(
     """
     owners = dict(facts.owners)
     plan = BatchPlan(results=[])
+    # Locals: this loop runs once per item (10,000 per big batch).
+    results, item_keys, rows, created_keys = plan.results, plan.item_keys, plan.rows, plan.created
+    parents, schedule_types = facts.parents, facts.schedule_types
     for entry in entries:
         if isinstance(entry, ItemResult):
-            plan.results.append(entry)
-            plan.item_keys.append(None)
+            results.append(entry)
+            item_keys.append(None)
             continue
         key = entry.key
         owner = owners.get(key) if key else None
         if owner is not None and owner != group_id:
             outcome = ItemResult(409, key, f"{KEY_FIELD} {key} exists under another group; "
                                            "that record was not changed.")
-        elif (entry.plan_id, entry.calendar_year) not in facts.parents:
+        elif (entry.plan_id, entry.calendar_year) not in parents:
             outcome = ItemResult(422, key, f"The parent GroupFlex (group_ID {group_id}, "
                                            f"plan_ID {entry.plan_id}, calendar_Year "
                                            f"{entry.calendar_year}) does not exist.")
-        elif entry.schedule_type not in facts.schedule_types:
+        elif entry.schedule_type not in schedule_types:
             outcome = ItemResult(422, key, f"schedule_Type {entry.schedule_type} does not exist "
                                            "in flex_schedule_type.")
         else:
             if key == 0:
-                key = next(new_keys) if new_keys is not None else 0
+                key = next(new_keys, None) if new_keys is not None else 0
+                if key is None:   # the key sequence is used up (SPEC: never a 500)
+                    results.append(ItemResult(409, 0, KEYS_EXHAUSTED))
+                    item_keys.append(None)
+                    continue
+                entry = entry._replace(key=key)
                 created = True
             else:
                 created = owner is None
             if created:
                 owners[key] = group_id
-                plan.created.add(key)
-            plan.rows[key] = entry._replace(key=key)
-            plan.results.append(ItemResult(201 if created else 200, key,
-                                           "Created" if created else "Updated"))
-            plan.item_keys.append(key)
+                created_keys.add(key)
+                results.append(ItemResult(201, key, "Created"))
+            else:
+                results.append(ItemResult(200, key, "Updated"))
+            rows[key] = entry
+            item_keys.append(key)
             continue
-        plan.results.append(outcome)
-        plan.item_keys.append(None)
+        results.append(outcome)
+        item_keys.append(None)
     return plan
 
 
@@ -135,14 +146,19 @@ def upsert_batch(
 ) -> list[ItemResult]:
     """Apply ``entries`` to ``database``; return one result per entry, in order."""
     isolate = False
+    exclusive = False
     for attempt in range(1, MAX_ATTEMPTS + 1):
         with pools.connection(database) as conn:
             try:
                 return _apply_once(conn, pool_settings, group_id, entries, user,
-                                   atomic=atomic, dry_run=dry_run, isolate=isolate)
+                                   atomic=atomic, dry_run=dry_run, isolate=isolate,
+                                   exclusive=exclusive)
             except (ConcurrentChange, *RETRYABLE_ERRORS) as exc:
                 log.info("batch attempt %d met a concurrent change (%s); retrying",
                          attempt, exc.__class__.__name__)
+                # A retry runs alone (the batch writers' lock in exclusive mode), so it cannot
+                # meet another concurrent create or deadlock: overlapping batches cannot starve.
+                exclusive = True
             except (GroupNotFound, psycopg.OperationalError):
                 raise
             except psycopg.Error:
@@ -156,14 +172,14 @@ def upsert_batch(
 def _apply_once(
     conn: psycopg.Connection, pool_settings: PoolSettings, group_id: str,
     entries: Sequence[BatchEntry], user: str | None, *, atomic: bool, dry_run: bool,
-    isolate: bool,
+    isolate: bool, exclusive: bool = False,
 ) -> list[ItemResult]:
     valid = [e for e in entries if isinstance(e, ScheduleInput)]
     explicit = sorted({e.key for e in valid if e.key})
     new_count = 0 if dry_run else sum(1 for e in valid if e.key == 0)
     results: list[ItemResult]
     with conn.transaction() as tx:
-        store.set_transaction_timeouts(conn, pool_settings)
+        store.begin_batch(conn, pool_settings, exclusive=exclusive)
         allocated = store.allocate_schedule_keys(conn, new_count)
         facts = store.read_batch_facts(conn, group_id, explicit + allocated)
         if not facts.group_exists:
@@ -205,6 +221,8 @@ def _usable_new_keys(
         taken = max(owners, default=0)
         store.advance_key_sequence(conn, max(taken, max(explicit, default=0)))
         more = store.allocate_schedule_keys(conn, needed - len(usable))
+        if not more:      # the sequence is used up: the remaining key-0 items get a 409
+            break
         existing = store.lock_schedules_by_key(conn, more)
         owners.update(existing)
         usable += [k for k in more if k not in existing and k not in explicit]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,21 @@ class PoolSettings:
     prepare_threshold: int | None = 5
 
 
+#: [pool] keys a database may override in its own [pools.NAME] table (connection behaviour);
+#: statement/lock timeouts stay service-wide.
+POOL_OVERRIDABLE = frozenset({"min_size", "max_size", "wait_timeout", "connect_timeout",
+                              "reconnect_timeout", "max_idle", "max_lifetime",
+                              "prepare_threshold"})
+METRICS_DATABASE_LABELS = ("index", "name")
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    #: "index": /metrics labels databases db1, db2... (sorted names), so the unauthenticated
+    #: endpoint cannot be used to learn tenant names; "name": the configured names.
+    database_labels: str = "index"
+
+
 @dataclass(frozen=True)
 class LimitSettings:
     max_body_bytes: int = 16 * 1024 * 1024
@@ -82,6 +97,12 @@ class Settings:
     pool: PoolSettings = field(default_factory=PoolSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     source: str = "<memory>"
+    pool_overrides: dict[str, PoolSettings] = field(default_factory=dict)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+
+    def pool_for(self, database: str) -> PoolSettings:
+        """The pool settings of ``database``: [pool] with its [pools.NAME] overrides."""
+        return self.pool_overrides.get(database, self.pool)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -111,14 +132,54 @@ def settings_from_mapping(
     names = [k.name for k in api_keys]
     if len(set(names)) != len(names):
         raise ConfigError("api_keys: names must be unique")
-    pool = _section(PoolSettings, raw.get("pool", {}), "pool")
-    if pool.min_size < 0 or pool.max_size < 1 or pool.min_size > pool.max_size:
-        raise ConfigError("pool: need 0 <= min_size <= max_size and max_size >= 1")
+    pool = _pool(raw.get("pool", {}), "pool")
+    pool_overrides = _pool_overrides(raw.get("pools", {}), pool, databases)
+    metrics = _section(MetricsSettings, raw.get("metrics", {}), "metrics")
+    if metrics.database_labels not in METRICS_DATABASE_LABELS:
+        raise ConfigError(f"metrics.database_labels must be one of {METRICS_DATABASE_LABELS}")
     limits = _section(LimitSettings, raw.get("limits", {}), "limits")
     if limits.max_body_bytes < 2 or limits.max_items < 1:
         raise ConfigError("limits: max_body_bytes and max_items must be positive")
     return Settings(databases=databases, auth=auth, api_keys=api_keys, pool=pool,
-                    limits=limits, source=source)
+                    limits=limits, source=source, pool_overrides=pool_overrides,
+                    metrics=metrics)
+
+
+def _pool(section: dict[str, Any], label: str, base: PoolSettings | None = None) -> PoolSettings:
+    """[pool] (or a [pools.NAME] override on top of ``base``); TOML has no null, so
+    ``prepare_threshold = false`` means "never prepare" (needed behind PgBouncer < 1.21)."""
+    section = dict(section)
+    threshold = section.get("prepare_threshold")
+    if threshold is False:
+        section["prepare_threshold"] = None
+    elif threshold is not None and (isinstance(threshold, bool) or not isinstance(
+            threshold, int) or threshold < 0):
+        raise ConfigError(f"{label}.prepare_threshold must be a non-negative integer or false")
+    if base is None:
+        pool = _section(PoolSettings, section, label)
+    else:
+        _section(PoolSettings, section, label)  # unknown keys fail the same way
+        pool = replace(base, **section)
+    if pool.min_size < 0 or pool.max_size < 1 or pool.min_size > pool.max_size:
+        raise ConfigError(f"{label}: need 0 <= min_size <= max_size and max_size >= 1")
+    return pool
+
+
+def _pool_overrides(section: dict[str, Any], base: PoolSettings,
+                    databases: dict[str, str]) -> dict[str, PoolSettings]:
+    if not isinstance(section, dict):
+        raise ConfigError("[pools] must hold one table per database name")
+    overrides = {}
+    for name, entry in section.items():
+        if name not in databases:
+            raise ConfigError(f"pools.{name}: not a configured database")
+        if not isinstance(entry, dict):
+            raise ConfigError(f"pools.{name} must be a table")
+        not_here = set(entry) - POOL_OVERRIDABLE
+        if not_here:
+            raise ConfigError(f"pools.{name}: {sorted(not_here)} can only be set in [pool]")
+        overrides[name] = _pool(entry, f"pools.{name}", base)
+    return overrides
 
 
 def _databases(section: dict[str, Any], env: dict[str, str]) -> dict[str, str]:

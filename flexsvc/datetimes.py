@@ -32,7 +32,7 @@ def parse_datetime(text: str) -> datetime:
     """Parse ``text`` into a naive UTC datetime or raise InvalidDateTime."""
     if not isinstance(text, str) or len(text) > 64:
         raise InvalidDateTime("not a date-time string")
-    match = _DATETIME.match(text)
+    match = _DATETIME.fullmatch(text)   # not .match: "$" would accept a trailing newline
     if match is None:
         raise InvalidDateTime("not a recognised date or date-time")
     parts = match.groupdict()

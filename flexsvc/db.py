@@ -46,7 +46,7 @@ class Pools:
         with self._lock:
             pool = self._pools.get(database)
             if pool is None:
-                pool = _open_pool(database, dsn, self._settings.pool)
+                pool = _open_pool(database, dsn, self._settings.pool_for(database))
                 self._pools[database] = pool
         return pool
 

@@ -19,6 +19,7 @@ from flexsvc.auth import CHALLENGE, Forbidden, Unauthorized
 from flexsvc.batch import BatchContention, GroupNotFound
 from flexsvc.db import DatabaseUnavailable, UnknownDatabase
 from flexsvc.jsonio import json_response
+from flexsvc.records import RecordNotFound
 
 log = logging.getLogger("flexsvc.errors")
 RETRY_AFTER_SECONDS = "5"
@@ -77,6 +78,9 @@ def _domain_problem(exc: Exception) -> Response:
                                      "credentials.")
     if isinstance(exc, GroupNotFound):
         return problem_response(404, "The group does not exist.")
+    if isinstance(exc, RecordNotFound):
+        return problem_response(404, "No GroupFlexSchedule with this key exists under this "
+                                     "group.")
     if isinstance(exc, DatabaseUnavailable):
         return problem_response(503, "The target database is unavailable; nothing was written. "
                                      "Retry later.", {"Retry-After": RETRY_AFTER_SECONDS})
@@ -93,7 +97,7 @@ def init_app(app: Flask) -> None:
         return problem_response(exc.status, exc.detail, exc.headers)
 
     for domain_error in (Unauthorized, Forbidden, UnknownDatabase, GroupNotFound,
-                         DatabaseUnavailable, BatchContention):
+                         RecordNotFound, DatabaseUnavailable, BatchContention):
         app.register_error_handler(domain_error, _domain_problem)
 
     @app.errorhandler(HTTPException)

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import current_app, g, request
 from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import HTTPException
 
 from flexsvc.auth import Principal, authenticate, authorize_database
 from flexsvc.config import Settings
@@ -66,7 +67,13 @@ def read_json_body() -> Any:
     limit = settings().limits.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"The body is larger than {limit} bytes.")
-    body = request.get_data(cache=False)
+    try:
+        body = request.get_data(cache=False)
+    except HTTPException:
+        raise
+    except Exception as exc:  # the server's body reader: broken chunked framing, a lost client
+        raise ApiError(400, "The request body could not be read (broken framing or a dropped "
+                            "connection).") from exc
     if len(body) > limit:
         raise ApiError(413, f"The body is larger than {limit} bytes.")
     if not body.strip():

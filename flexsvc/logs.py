@@ -1,13 +1,17 @@
-"""Structured JSON logs on standard error, one object per line, with the activity ID.
+"""Structured JSON logs, one object per line, with the activity ID — also for gunicorn's own logs.
 
 Credentials and record contents are never logged: callers log names, counts and statuses.
+``gunicorn.conf.py`` installs :func:`gunicorn_logconfig` so gunicorn's error log and access log
+come out in the same format as the application's lines.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -17,15 +21,24 @@ from flexsvc.activity import current_activity_id
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+def _timestamp(record: logging.LogRecord) -> str:
+    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z")
+
+
 class JsonFormatter(logging.Formatter):
-    """Render a record as one JSON object; extra= fields become top-level keys."""
+    """Render a record as one JSON object; extra= fields become top-level keys.
+
+    ``pid`` tells gunicorn workers apart; a traceback goes into ``exception`` (logs only —
+    clients get a safe message and the activity ID to quote).
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-                    + f".{int(record.msecs):03d}Z",
+            "time": _timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,
             "activityID": getattr(record, "activityID", None) or current_activity_id(),
             "message": record.getMessage(),
         }
@@ -34,11 +47,83 @@ class JsonFormatter(logging.Formatter):
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Send all logs as JSON lines to standard error (where gunicorn's own logs go)."""
+class GunicornAccessFormatter(logging.Formatter):
+    """gunicorn's access log as JSON, built from a fixed set of its atoms.
+
+    gunicorn hands the atoms (request line, every request and response header, the WSGI
+    environ) as the record's arguments. Only the harmless ones are picked, so an
+    ``Authorization`` or ``x-api-key`` header can never reach the log whatever
+    ``access_log_format`` says (that setting is ignored by this formatter).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        atoms: Mapping[str, Any] = record.args if isinstance(record.args, Mapping) else {}
+
+        def atom(name: str) -> Any:
+            value = atoms.get(name)
+            return None if value in (None, "-") else value
+
+        status = atom("s")
+        duration_us = atom("D")
+        entry = {
+            "time": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "activityID": atom("{x-activity-id}o"),
+            "message": "access",
+            "remote_addr": atom("h"),
+            "method": atom("m"),
+            "path": atom("U"),
+            "protocol": atom("H"),
+            "status": int(status) if str(status or "").isdigit() else status,
+            "bytes": atom("B"),
+            "duration_ms": round(duration_us / 1000, 2) if duration_us is not None else None,
+            "user_agent": atom("a"),
+        }
+        return orjson.dumps(entry, default=str).decode()
+
+
+def gunicorn_logconfig(level: str = "INFO") -> dict[str, Any]:
+    """A ``logconfig_dict`` for gunicorn: error log on stderr, access log on stdout, all JSON.
+
+    The root logger gets the same JSON handler on stderr, so a worker's application logs look
+    the same before and after ``configure_logging`` runs in ``wsgi.py``.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {"()": "flexsvc.logs.JsonFormatter"},
+            "access": {"()": "flexsvc.logs.GunicornAccessFormatter"},
+        },
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                       "stream": "ext://sys.stderr"},
+            "access": {"class": "logging.StreamHandler", "formatter": "access",
+                       "stream": "ext://sys.stdout"},
+        },
+        "root": {"level": level, "handlers": ["stderr"]},
+        "loggers": {
+            "gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False,
+                               "qualname": "gunicorn.error"},
+            "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False,
+                                "qualname": "gunicorn.access"},
+        },
+    }
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Send all logs as JSON lines to standard error (where gunicorn's own logs go).
+
+    The level comes from ``FLEXSVC_LOG_LEVEL`` (default INFO) unless given.
+    """
+    level = (level or os.environ.get("FLEXSVC_LOG_LEVEL") or "INFO").upper()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -1,4 +1,9 @@
-"""One JSON log line per request: activity ID, route, database, status, duration, item counts."""
+"""One JSON log line per request, and the request metrics, from one clock reading.
+
+The line carries the activity ID, method, route (the URL rule, not the raw path), database,
+status, duration, the principal's name and API key name, and for batches the item count and
+the count per item status — never credentials, query strings or record contents.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,15 @@ from collections import Counter
 from flask import Flask, g, request
 from werkzeug.wrappers import Response
 
+from flexsvc import metrics
+
 log = logging.getLogger("flexsvc.request")
 
 
 def record_item_statuses(statuses: Counter[int]) -> None:
-    """Called by the batch blueprint so the request's log line carries its item counts."""
+    """Called by the batch blueprint: item counts for the log line and the batch metrics."""
     g.item_statuses = statuses
+    metrics.observe_batch(g.get("database"), statuses)
 
 
 def init_app(app: Flask) -> None:
@@ -24,18 +32,24 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _log_request(response: Response) -> Response:
-        started = g.get("request_started", time.perf_counter())
+        seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule else None
+        principal = g.get("principal")
+        api_key = getattr(principal, "api_key", None)
         fields = {
             "method": request.method,
-            "route": request.url_rule.rule if request.url_rule else None,
+            "route": route,
             "status": response.status_code,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "duration_ms": round(seconds * 1000, 2),
             "database": g.get("database"),
-            "principal": getattr(g.get("principal"), "user", None),
+            "principal": getattr(principal, "user", None),
+            "api_key_name": getattr(api_key, "name", None),
         }
         statuses = g.get("item_statuses")
         if statuses is not None:
             fields["items"] = sum(statuses.values())
             fields["item_statuses"] = {str(k): v for k, v in sorted(statuses.items())}
-        log.info("request", extra=fields)
+        log.log(logging.WARNING if response.status_code >= 500 else logging.INFO, "request",
+                extra=fields)
+        metrics.observe_request(request.method, route, response.status_code, seconds)
         return response

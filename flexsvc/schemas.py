@@ -273,3 +273,93 @@ class BatchQuerySchema(Schema):
         "description": "Write all items or none; when one fails, the others answer 424."})
     dryRun = fields.Boolean(load_default=False, metadata={
         "description": "Compute every result without writing anything."})
+
+
+# --- The rest of the resource: single-record and list answers, list query options. ---
+
+MAX_PAGE = 2_147_483_647
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+
+
+class RecordResponseSchema(Schema):
+    """The body of a single-record answer (GET/PUT/POST): the record in ``data``."""
+
+    class Meta:
+        ordered = True
+
+    data = fields.Nested(GroupFlexScheduleSchema)
+    error = fields.Nested(ProblemSchema, allow_none=True)
+    debug = fields.Nested(DebugSchema)
+
+
+class RecordListResponseSchema(Schema):
+    """The body of a list answer: one page of records in ``data``."""
+
+    class Meta:
+        ordered = True
+
+    data = fields.List(fields.Nested(GroupFlexScheduleSchema))
+    error = fields.Nested(ProblemSchema, allow_none=True)
+    debug = fields.Nested(DebugSchema)
+
+
+class SortKey(NamedTuple):
+    """One ``sortBy`` term: a GroupFlexScheduleSchema attribute name and its direction."""
+
+    field: str
+    descending: bool
+
+
+class InvalidSort(ValueError):
+    """``sortBy`` names an unknown field or direction; the message is safe to show."""
+
+
+#: lower-cased wire name -> (attribute name, the seed's spelling), for every record field.
+_SORTABLE = {
+    f.data_key.lower(): (name, f.data_key)
+    for name, f in GroupFlexScheduleSchema().fields.items() if f.data_key
+}
+SORTABLE_FIELDS = tuple(wire for _, wire in _SORTABLE.values())
+
+
+def parse_sort_by(text: str | None) -> list[SortKey]:
+    """``schedule_Date:desc,groupFlexSchedule_Key`` -> sort keys (names matched in any case)."""
+    if text is None or not text.strip():
+        return []
+    keys: list[SortKey] = []
+    seen: set[str] = set()
+    for term in text.split(","):
+        name, has_direction, direction = term.strip().partition(":")
+        entry = _SORTABLE.get(name.strip().lower())
+        if entry is None:
+            raise InvalidSort(f"sortBy: unknown field {name.strip()[:40]!r}; sortable fields "
+                              f"are {', '.join(SORTABLE_FIELDS)}.")
+        attribute, wire = entry
+        direction = direction.strip().lower() if has_direction else "asc"
+        if direction not in ("asc", "desc"):
+            raise InvalidSort(f"sortBy: the direction of {wire} must be asc or desc.")
+        if attribute in seen:
+            raise InvalidSort(f"sortBy: {wire} is named more than once.")
+        seen.add(attribute)
+        keys.append(SortKey(attribute, direction == "desc"))
+    return keys
+
+
+class ListQuerySchema(Schema):
+    """Query options of ``GET /groups/{groupID}/flex-schedules``."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    page = fields.Integer(load_default=1, validate=validate.Range(1, MAX_PAGE), metadata={
+        "description": "The page to return, from 1."})
+    pageSize = fields.Integer(
+        load_default=DEFAULT_PAGE_SIZE, validate=validate.Range(1, MAX_PAGE_SIZE), metadata={
+            "description": f"Records per page, 1..{MAX_PAGE_SIZE}."})
+    sortBy = fields.String(load_default=None, metadata={
+        "description": "Comma-separated `field` or `field:asc|desc` terms, e.g. "
+                       "`schedule_Date:desc,groupFlexSchedule_Key`. Fields: "
+                       + ", ".join(SORTABLE_FIELDS) + " (any case). The key is always the "
+                       "final tiebreaker; the default order is by key.",
+        "example": "schedule_Date:desc,groupFlexSchedule_Key"})

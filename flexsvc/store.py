@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
 import psycopg
 
@@ -30,6 +31,16 @@ def set_transaction_timeouts(conn: psycopg.Connection, settings: PoolSettings) -
     conn.execute(sql("set_transaction_timeouts"), {
         "statement_timeout": f"{settings.statement_timeout_ms}ms",
         "lock_timeout": f"{settings.lock_timeout_ms}ms",
+    })
+
+
+def begin_batch(conn: psycopg.Connection, settings: PoolSettings, *, exclusive: bool) -> None:
+    """Transaction timeouts, and the batch writers' lock: shared by every batch, exclusive for
+    a batch that met a concurrent change and retries (so the retry runs alone and succeeds)."""
+    conn.execute(sql("begin_batch"), {
+        "statement_timeout": f"{settings.statement_timeout_ms}ms",
+        "lock_timeout": f"{settings.lock_timeout_ms}ms",
+        "exclusive": exclusive,
     })
 
 
@@ -59,6 +70,9 @@ def lock_schedules_by_key(conn: psycopg.Connection, keys: Sequence[int]) -> dict
     return dict(conn.execute(sql("lock_schedules_by_key"), {"keys": list(keys)}).fetchall())
 
 
+_by_key = itemgetter(0)   # ScheduleInput.key
+
+
 def upsert_schedules(
     conn: psycopg.Connection, group_id: str, rows: Sequence[ScheduleInput], user: str | None,
 ) -> dict[int, bool]:
@@ -67,15 +81,18 @@ def upsert_schedules(
     ``rows`` must hold each key once. A row whose key exists under another group is not
     touched and is missing from the result.
     """
-    ordered = sorted(rows, key=lambda r: r.key)
+    ordered = sorted(rows, key=_by_key)
+    # One transposition instead of five list comprehensions (ScheduleInput is a tuple).
+    keys, _groups, plan_ids, years, dates, types = (
+        list(column) for column in zip(*ordered, strict=True)) if ordered else ([],) * 6
     params = {
         "group_id": group_id,
         "user": user,
-        "keys": [r.key for r in ordered],
-        "plan_ids": [r.plan_id for r in ordered],
-        "calendar_years": [r.calendar_year for r in ordered],
-        "schedule_dates": [r.schedule_date for r in ordered],
-        "schedule_types": [r.schedule_type for r in ordered],
+        "keys": keys,
+        "plan_ids": plan_ids,
+        "calendar_years": years,
+        "schedule_dates": dates,
+        "schedule_types": types,
     }
     return dict(conn.execute(sql("upsert_schedules"), params).fetchall())
 

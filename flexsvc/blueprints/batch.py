@@ -7,8 +7,9 @@ from collections import Counter
 from flask import Blueprint, current_app
 from werkzeug.wrappers import Response
 
-from flexsvc.batch import BatchEntry, ItemResult, upsert_batch
+from flexsvc.batch import upsert_batch
 from flexsvc.errors import envelope
+from flexsvc.fastpath import load_items
 from flexsvc.httpinput import (
     query_options,
     read_json_array,
@@ -18,7 +19,7 @@ from flexsvc.httpinput import (
 )
 from flexsvc.jsonio import json_response
 from flexsvc.requestlog import record_item_statuses
-from flexsvc.schemas import BatchQuerySchema, describe_errors, echo_key, load_item
+from flexsvc.schemas import BatchQuerySchema
 
 bp = Blueprint("batch", __name__)
 _QUERY = BatchQuerySchema()
@@ -31,13 +32,8 @@ def put_flex_schedules_batch(group_id: str) -> Response:
     group_id = valid_group_id(group_id)
     options = query_options(_QUERY)
     items = read_json_array()
-    entries: list[BatchEntry] = []
-    for raw in items:
-        loaded, errors = load_item(raw, group_id)
-        if loaded is None:
-            entries.append(ItemResult(400, echo_key(raw), describe_errors(errors)))
-        else:
-            entries.append(loaded)
+    # Marshmallow's rules and messages, through the schema-derived fast path (fastpath.py).
+    entries = load_items(items, group_id)
     results = upsert_batch(
         current_app.extensions["flexsvc.pools"], database, settings().pool, group_id, entries,
         principal.user, atomic=options["atomic"], dry_run=options["dryRun"],

@@ -1,10 +1,21 @@
 -- Queries of the batch upsert. Each block is one named query; parameters are psycopg's
--- %(name)s placeholders, never formatted into the text.
+-- %(name)s placeholders, never formatted into the text. Arrays use %(name)b: they travel in
+-- binary, which spares the client the per-element text quoting (measured: docs/PERFORMANCE.md).
 
 -- name: set_transaction_timeouts
 -- Transaction-scoped (safe behind PgBouncer in transaction pooling mode).
 SELECT set_config('statement_timeout', %(statement_timeout)s, true),
        set_config('lock_timeout', %(lock_timeout)s, true);
+
+-- name: begin_batch
+-- set_transaction_timeouts plus the batch writers' advisory lock (transaction-scoped, so fine
+-- behind PgBouncer): every batch holds it shared; a batch retrying after a concurrent change
+-- takes it exclusive and so runs alone. Taken after lock_timeout is set, which bounds the wait.
+-- (1718379896, 1) is the migrations' lock; (1718379896, 2) is this one.
+SELECT set_config('statement_timeout', %(statement_timeout)s, true),
+       set_config('lock_timeout', %(lock_timeout)s, true),
+       CASE WHEN %(exclusive)s::boolean THEN pg_advisory_xact_lock(1718379896, 2)
+            ELSE pg_advisory_xact_lock_shared(1718379896, 2) END;
 
 -- name: lock_group
 -- The group must exist; KEY SHARE keeps it from being deleted under the batch.
@@ -21,14 +32,20 @@ SELECT schedule_type FROM flex_schedule_type FOR KEY SHARE;
 -- Existing rows of the batch's keys, locked in key order so concurrent batches cannot deadlock.
 SELECT group_flex_schedule_key, group_id
 FROM group_flex_schedule
-WHERE group_flex_schedule_key = ANY(%(keys)s::integer[])
+WHERE group_flex_schedule_key = ANY(%(keys)b::integer[])
 ORDER BY group_flex_schedule_key
 FOR UPDATE;
 
 -- name: allocate_schedule_keys
--- Server-assigned keys for key-0 creates, taken from the identity column's sequence.
-SELECT nextval(pg_get_serial_sequence('group_flex_schedule', 'group_flex_schedule_key'))::integer
-FROM generate_series(1, %(count)s);
+-- Server-assigned keys for key-0 creates, taken from the identity column's sequence; never
+-- more than the sequence has left (nextval past its maximum is an error): when it is used up,
+-- fewer keys come back and the batch answers 409 for the key-0 items left without one.
+SELECT nextval(s.seq)::integer
+FROM (SELECT pg_get_serial_sequence('group_flex_schedule', 'group_flex_schedule_key')::regclass
+             AS seq) AS s,
+     generate_series(1, LEAST(%(count)s, (
+         SELECT p.seqmax - COALESCE(pg_sequence_last_value(s.seq), p.seqstart - 1)
+         FROM pg_sequence AS p WHERE p.seqrelid = s.seq)));
 
 -- name: advance_key_sequence
 -- Keep the sequence past explicitly created keys so key-0 creates rarely meet them.
@@ -44,8 +61,8 @@ INSERT INTO group_flex_schedule AS t (
     entry_date, entry_user, update_date, update_user)
 SELECT u.key, %(group_id)s, u.plan_id, u.calendar_year, u.schedule_date, u.schedule_type,
        now(), %(user)s, now(), %(user)s
-FROM unnest(%(keys)s::integer[], %(plan_ids)s::varchar[], %(calendar_years)s::varchar[],
-            %(schedule_dates)s::timestamp[], %(schedule_types)s::varchar[])
+FROM unnest(%(keys)b::integer[], %(plan_ids)b::varchar[], %(calendar_years)b::varchar[],
+            %(schedule_dates)b::timestamp[], %(schedule_types)b::varchar[])
      AS u(key, plan_id, calendar_year, schedule_date, schedule_type)
 ORDER BY u.key
 ON CONFLICT (group_flex_schedule_key) DO UPDATE

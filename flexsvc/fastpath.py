@@ -1,0 +1,239 @@
+"""A fast accept-path for batch items, derived from GroupFlexScheduleSchema at import.
+
+marshmallow stays the contract: it defines the field names, the rules and every message. Loading
+10,000 items through it costs more than the database's whole upsert, though, so the batch
+endpoint first tries this path, which is compiled from the schema's own field objects:
+
+* the wire names and their case-insensitive matching come from the schema's ``data_key``s (the
+  same table its ``pre_load`` hook uses);
+* each field's kind comes from its class (StrictInteger, StorableString, UpperString,
+  FlexDateTime), its bounds from its own ``Length``/``Range`` validators, any other validator is
+  called as it is, and a field of any other class is deserialized by the field object itself;
+* date-times are parsed by the same ``parse_datetime`` the schema's field calls.
+
+It only ever ACCEPTS: an item it cannot accept with certainty (wrong type, out of bounds, a
+missing field, anything unusual) goes through marshmallow, which produces the result and the
+messages. So an accepted item is exactly what marshmallow would load, and a rejected one gets
+marshmallow's own answer. If the schema gains something this path does not understand (a hook,
+a field of a different shape), the path switches itself off and every item goes through
+marshmallow. tests/test_fastpath_differential.py checks, with hypothesis, that results are
+identical to marshmallow's for arbitrary input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from marshmallow import ValidationError, validate
+from marshmallow.fields import Field
+
+from flexsvc.batch import BatchEntry, ItemResult
+from flexsvc.datetimes import parse_datetime
+from flexsvc.schemas import (
+    _CANONICAL_NAMES,
+    ITEM_SCHEMA,
+    FlexDateTime,
+    GroupFlexScheduleSchema,
+    ScheduleInput,
+    StorableString,
+    StrictInteger,
+    UpperString,
+    describe_errors,
+    echo_key,
+    load_item,
+)
+
+#: The hooks the path knows how to mirror (the case-insensitive name matching).
+_KNOWN_HOOKS = {"pre_load": ["_match_names_case_insensitively"]}
+_INT, _STR, _UPPER, _DATETIME, _GENERIC = range(5)
+_KINDS = {StrictInteger: _INT, StorableString: _STR, UpperString: _UPPER,
+          FlexDateTime: _DATETIME}
+
+
+class FieldPlan:
+    """What the fast path checks for one schema field, read off the field object."""
+
+    __slots__ = ("data_key", "field", "kind", "max_value", "min_value", "validators")
+
+    def __init__(self, field: Field):
+        self.field = field
+        self.data_key = field.data_key
+        self.kind = _KINDS.get(type(field), _GENERIC)
+        self.min_value: int | None = None
+        self.max_value: int | None = None
+        self.validators: list[Callable[[Any], Any]] = []
+        if self.kind == _GENERIC:
+            return                      # field.deserialize runs its validators itself
+        for validator in field.validators:
+            if (self.kind != _INT and type(validator) is validate.Length
+                    and validator.equal is None):
+                self._bound(validator.min, validator.max)
+            elif (self.kind == _INT and type(validator) is validate.Range
+                  and validator.min_inclusive and validator.max_inclusive):
+                self._bound(validator.min, validator.max)
+            else:
+                self.validators.append(validator)
+
+    def _bound(self, low: Any, high: Any) -> None:
+        if low is not None:
+            self.min_value = low if self.min_value is None else max(self.min_value, low)
+        if high is not None:
+            self.max_value = high if self.max_value is None else min(self.max_value, high)
+
+
+def compile_schema(schema: GroupFlexScheduleSchema) -> list[FieldPlan] | None:
+    """The per-field plan, or None when the schema has something the path cannot mirror."""
+    hooks = {tag: [entry[0] for entry in entries]
+             for tag, entries in type(schema)._hooks.items() if entries}
+    if hooks != _KNOWN_HOOKS:
+        return None
+    fields = schema.load_fields
+    if set(fields) != set(ScheduleInput._fields) or schema.many or schema.partial:
+        return None
+    plans = []
+    for name in ScheduleInput._fields:          # in the order ScheduleInput is built
+        field = fields[name]
+        if (not field.required or field.allow_none or not field.data_key
+                or field.data_key.lower() not in _CANONICAL_NAMES):
+            return None
+        plans.append(FieldPlan(field))
+    return plans
+
+
+_PLANS = compile_schema(ITEM_SCHEMA)
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: Raw wire name -> the schema's spelling (the pre_load hook's mapping), memoised; bounded so
+#: that a client sending many odd names cannot grow it.
+_NAMES: dict[str, str] = {}
+
+
+def _normalize(raw: dict[Any, Any]) -> dict[str, Any] | None:
+    """The schema's pre_load: wire names matched case-insensitively (the last one wins)."""
+    names = _NAMES
+    data = {}
+    for name, value in raw.items():
+        canon = names.get(name)
+        if canon is None:
+            if type(name) is not str:
+                return None
+            canon = _CANONICAL_NAMES.get(name.lower(), name)
+            if len(names) < 256:
+                names[name] = canon
+        data[canon] = value
+    return data
+
+
+def generate(plans: list[FieldPlan]) -> tuple[str, Callable[..., ScheduleInput | None]]:
+    """Compile the plans into one straight-line function ``accept(raw, group_id, dates)``.
+
+    Returns its source (for reading and tests) and the function. ``dates`` memoises parsed
+    date-times for one batch. Every check mirrors the field object it was read from.
+    """
+    ns: dict[str, Any] = {
+        "MISSING": object(), "N": len(plans), "CANON_KEYS": {p.data_key for p in plans},
+        "normalize": _normalize, "encodable": _encodable, "parse_datetime": parse_datetime,
+        "ValidationError": ValidationError, "SI": ScheduleInput, "TNEW": tuple.__new__,
+    }
+    out = [
+        "def accept(raw, path_group_id, dates):",
+        "    if type(raw) is not dict:",
+        "        return None",
+        "    data = raw if len(raw) == N and raw.keys() == CANON_KEYS else normalize(raw)",
+        "    if data is None:",
+        "        return None",
+    ]
+    for i, plan in enumerate(plans):
+        v = f"v{i}"
+        out.append(f"    {v} = data.get({plan.data_key!r}, MISSING)")
+        if plan.kind in (_STR, _UPPER):
+            out += [f"    if type({v}) is not str or '\\x00' in {v} or not ({v}.isascii() "
+                    f"or encodable({v})):",
+                    "        return None"]
+            if plan.kind == _UPPER:
+                out.append(f"    {v} = {v}.upper()")
+            size = f"len({v})"
+        elif plan.kind == _INT:
+            out += [f"    if type({v}) is not int:", "        return None"]
+            size = v
+        elif plan.kind == _DATETIME:
+            out += [f"    if type({v}) is not str:",
+                    "        return None",
+                    f"    parsed = dates.get({v})",
+                    "    if parsed is None:",
+                    "        try:",
+                    f"            parsed = parse_datetime({v})",
+                    "        except ValueError:",
+                    "            return None",
+                    f"        dates[{v}] = parsed",
+                    f"    {v} = parsed"]
+        else:
+            ns[f"field{i}"] = plan.field
+            out += ["    try:",
+                    f"        {v} = field{i}.deserialize({v})",
+                    "    except ValidationError:",
+                    "        return None"]
+        if plan.kind in (_STR, _UPPER, _INT):
+            if plan.min_value is not None:
+                ns[f"min{i}"] = plan.min_value
+                out += [f"    if {size} < min{i}:", "        return None"]
+            if plan.max_value is not None:
+                ns[f"max{i}"] = plan.max_value
+                out += [f"    if {size} > max{i}:", "        return None"]
+        for j, validator in enumerate(plan.validators):
+            ns[f"check{i}_{j}"] = validator
+            out += ["    try:",
+                    f"        if check{i}_{j}({v}) is False:",
+                    "            return None",
+                    "    except ValidationError:",
+                    "        return None"]
+    group = f"v{ScheduleInput._fields.index('group_id')}"
+    values = ", ".join(f"v{i}" for i in range(len(plans)))
+    out += [f"    if {group} != path_group_id:",
+            "        return None",
+            f"    return TNEW(SI, ({values},))"]
+    source = "\n".join(out) + "\n"
+    exec(compile(source, "<flexsvc.fastpath.accept>", "exec"), ns)  # noqa: S102 - our own text
+    return source, ns["accept"]
+
+
+_ACCEPT = generate(_PLANS)[1] if _PLANS is not None else None
+
+
+def accept_item(raw: Any, path_group_id: str) -> ScheduleInput | None:
+    """One item through the fast path alone (None: not accepted). For tests and tools."""
+    if _ACCEPT is None:
+        return None
+    return _ACCEPT(raw, path_group_id, {})
+
+
+def marshmallow_entry(raw: Any, path_group_id: str) -> BatchEntry:
+    """The item's entry as marshmallow alone decides it (the contract)."""
+    loaded, errors = load_item(raw, path_group_id)
+    if loaded is None:
+        return ItemResult(400, echo_key(raw), describe_errors(errors))
+    return loaded
+
+
+def load_items(items: Sequence[Any], path_group_id: str) -> list[BatchEntry]:
+    """Validate a batch: ScheduleInput per valid item, a 400 ItemResult per invalid one."""
+    accept = _ACCEPT
+    if accept is None:
+        return [marshmallow_entry(raw, path_group_id) for raw in items]
+    dates: dict[str, datetime] = {}
+    entries: list[BatchEntry] = []
+    append = entries.append
+    for raw in items:
+        loaded = accept(raw, path_group_id, dates)
+        append(loaded if loaded is not None else marshmallow_entry(raw, path_group_id))
+    return entries
