@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -30,7 +30,7 @@ def test_207_envelope_shape(client):
 
 
 def test_create_stores_every_field_and_audit_columns(client, db):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     response = put_batch(client, [item(5, plan_ID="P2", schedule_Date="2026-03-01T08:30:00",
                                        schedule_Type="biweekly")], user="alice")
     assert statuses(response) == [201]
@@ -41,7 +41,7 @@ def test_create_stores_every_field_and_audit_columns(client, db):
     assert row["schedule_type"] == "BIWEEKLY"
     assert row["entry_user"] == row["update_user"] == "alice"
     assert row["entry_date"] == row["update_date"]
-    assert before - timedelta(seconds=5) <= row["entry_date"] <= datetime.now(timezone.utc)
+    assert before - timedelta(seconds=5) <= row["entry_date"] <= datetime.now(UTC)
 
 
 def test_update_keeps_entry_fields_and_sets_update_fields(client, db):

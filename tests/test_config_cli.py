@@ -16,7 +16,7 @@ from flexsvc.migrations import MigrationError, apply_migrations
 from tests.conftest import create_database, drop_database, settings_mapping
 from tests.helpers import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET
 
-SPEC_EXAMPLE = """
+SPEC_EXAMPLE = f"""
 [databases]
 demo = "postgresql://127.0.0.1:5432/demo"
 
@@ -30,9 +30,9 @@ jwt_user_claim = "sub"
 
 [[api_keys]]
 name = "payroll-sync"
-sha256 = "%s"
+sha256 = "{hashlib.sha256(b"k").hexdigest()}"
 databases = ["demo"]
-""" % hashlib.sha256(b"k").hexdigest()
+"""
 
 
 def test_spec_example_file_loads(tmp_path, monkeypatch):
