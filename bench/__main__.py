@@ -32,7 +32,7 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
 from bench.service import Client, Gunicorn, RssSampler, write_config
-from bench.sqlpaths import run_floor, run_per_item
+from bench.sqlpaths import run_floor, run_per_item, run_per_item_round_trips
 from bench.workload import Batch, make_batch, prepare_database, reset
 from flexsvc.embedded import EmbeddedPostgres
 
@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="FLEXSVC_WORKERS for gunicorn")
     parser.add_argument("--threads", type=int, help="FLEXSVC_THREADS for gunicorn")
     parser.add_argument("--pool-size", type=int, default=4, help="pool max_size per worker")
+    parser.add_argument("--no-round-trips", action="store_true",
+                        help="skip the statement-per-item-with-a-round-trip-each method")
     parser.add_argument("--no-doc", action="store_true", help="do not update PERFORMANCE.md")
     parser.add_argument("--strict", action="store_true", help="exit 1 if service/floor > 2.0")
     return parser.parse_args(argv)
@@ -82,8 +84,7 @@ def big_rounds(args: argparse.Namespace, dsn: str, client: Client, errors: Error
     body = orjson.dumps(batch.items)
 
     def service(_conn: psycopg.Connection) -> tuple[float, int, int]:
-        with sampler:
-            elapsed, status, statuses = client.put_batch(body)
+        elapsed, status, statuses = client.put_batch(body)
         if status != 207:
             errors.add(f"service: HTTP {status}")
         other = sum(n for s, n in statuses.items() if s not in (200, 201))
@@ -96,30 +97,41 @@ def big_rounds(args: argparse.Namespace, dsn: str, client: Client, errors: Error
         "service": service,
         "per_item": lambda conn: run_per_item(conn, batch),
     }
+    if not args.no_round_trips:
+        methods["round_trips"] = lambda conn: run_per_item_round_trips(conn, batch)
     times: dict[str, list[float]] = {name: [] for name in methods}
     order = list(methods)
     with psycopg.connect(dsn) as conn:
         for round_no in range(args.rounds + 1):         # round 0 warms every path up
+            last = {}
             for name in order:
                 reset(dsn, existing)
                 elapsed, created, updated = methods[name](conn)
                 check(errors, name, created, updated, batch)
+                last[name] = elapsed
                 if round_no:
                     times[name].append(elapsed)
             print(f"  round {round_no or 'warm-up'}: " + ", ".join(
-                f"{n} {times[n][-1] * 1000:.0f} ms" for n in order if round_no), flush=True)
+                f"{n} {last[n] * 1000:.0f} ms" for n in order), flush=True)
             order = order[1:] + order[:1]                # alternate who goes first
-    reset(dsn, existing)
     server_side = server_durations(args, sampler)
     if len(server_side) == args.rounds:
         times["server"] = server_side
+    # (5) one more 10k batch, unmeasured, with the workers' RSS sampled every 10 ms (sampling
+    # during the measured rounds would take CPU from the 2 cores the rounds share).
+    reset(dsn, existing)
+    with sampler:
+        _, status, _ = client.put_batch(body)
+    if status != 207:
+        errors.add(f"service (memory run): HTTP {status}")
+    reset(dsn, existing)
     return times
 
 
 def server_durations(args: argparse.Namespace, sampler: RssSampler) -> list[float]:
     """The service's own duration of each measured big batch, from its request log."""
     durations = sampler.server.request_durations(args.items)
-    return durations[1:]                                 # the first one is the warm-up
+    return durations[1:args.rounds + 1]                  # the first one is the warm-up
 
 
 def small_batches(args: argparse.Namespace, port: int, headers: dict[str, str],
@@ -220,6 +232,8 @@ def render(args: argparse.Namespace, times: dict[str, list[float]], small: dict[
         row("(1) floor: one set-based statement from psycopg", "floor"),
         row("(2) service: one batch, PUT through gunicorn over HTTP", "service"),
         row("(3) statement per item, pipelined (executemany)", "per_item"),
+        *([row("(3b) statement per item, one round trip each", "round_trips")]
+          if "round_trips" in times else []),
         *([row("(2) of which inside the service (its request log's duration)", "server")]
           if "server" in times else []),
         "",
@@ -229,6 +243,8 @@ def render(args: argparse.Namespace, times: dict[str, list[float]], small: dict[
         f"| service / floor, median of the per-round ratios | {paired:.2f} |",
         f"| statement per item / service | {med['per_item'] / med['service']:.2f} |",
         f"| statement per item / floor | {med['per_item'] / med['floor']:.2f} |",
+        *([f"| statement per item, round trip each / service | "
+           f"{med['round_trips'] / med['service']:.2f} |"] if "round_trips" in times else []),
         "",
         f"| {args.clients} clients x {args.small}-item batches, {args.seconds:.0f} s | value |",
         "|---|---|",

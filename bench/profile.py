@@ -1,22 +1,28 @@
 """`python -m bench.profile`: where a 10,000-item batch spends its time, in-process.
 
 Runs the app in this process (Flask test client, no gunicorn) against an embedded PostgreSQL
-(or FLEXSVC_BENCH_DSN), the same workload as `make bench`, and prints cProfile's top entries by
-own time and by cumulative time. ``--pyinstrument`` uses pyinstrument instead, if installed.
+(or FLEXSVC_BENCH_DSN) with the same workload as `make bench`. By default it prints the
+wall-clock median of every phase of the request next to the floor statement's; ``--cprofile``
+prints cProfile's top entries, ``--pyinstrument`` a pyinstrument call tree (requirements-dev).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import io
 import os
 import pstats
 import shutil
+import statistics
 import tempfile
 import time
 import uuid
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -24,20 +30,44 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
 from bench.service import write_config
+from bench.sqlpaths import run_floor
 from bench.workload import GROUP, make_batch, prepare_database, reset
-from flexsvc import create_app
+from flexsvc import batch as batch_module
+from flexsvc import create_app, store
+from flexsvc.blueprints import batch as blueprint
 from flexsvc.config import load_settings
 from flexsvc.embedded import EmbeddedPostgres
+
+#: (module, function) pairs timed by the phases mode, in the order a request runs them.
+PHASES = [
+    (blueprint, "read_json_array"), (blueprint, "load_items"), (store, "begin_batch"),
+    (store, "allocate_schedule_keys"), (store, "read_batch_facts"),
+    (batch_module, "plan_batch"), (store, "upsert_schedules"),
+    (store, "advance_key_sequence"), (batch_module, "_apply_once"),
+    (blueprint, "json_response"),
+]
+
+
+def _timed(spent: dict[str, list[float]], name: str, func: Callable[..., Any]) -> Callable:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            spent[name].append(time.perf_counter() - started)
+    return wrapper
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.profile")
     parser.add_argument("--items", type=int, default=10_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--pyinstrument", action="store_true")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--cprofile", action="store_true")
+    mode.add_argument("--pyinstrument", action="store_true")
     args = parser.parse_args()
-
     workdir = Path(tempfile.mkdtemp(prefix="flexsvc-profile-"))
     admin_dsn = os.environ.get("FLEXSVC_BENCH_DSN")
     server = None
@@ -54,7 +84,8 @@ def main() -> None:
         headers = write_config(workdir / "bench.toml", dsn, 4)
         app = create_app(load_settings(workdir / "bench.toml"))
         client = app.test_client()
-        body = orjson.dumps(make_batch(args.items).items)
+        batch = make_batch(args.items)
+        body = orjson.dumps(batch.items)
         url = f"/groups/{GROUP}/flex-schedules-batch"
 
         def once() -> float:
@@ -75,23 +106,34 @@ def main() -> None:
                 client.put(url, data=body, headers=headers)
                 profiler.stop()
             print(profiler.output_text(unicode=False, color=False, show_all=False))
-        else:
+        elif args.cprofile:
             profile = cProfile.Profile()
-            times = []
             for _ in range(args.rounds):
                 reset(dsn, existing)
                 profile.enable()
-                started = time.perf_counter()
                 client.put(url, data=body, headers=headers)
-                times.append(time.perf_counter() - started)
                 profile.disable()
             out = io.StringIO()
             stats = pstats.Stats(profile, stream=out).strip_dirs()
             stats.sort_stats("tottime").print_stats(args.top)
             stats.sort_stats("cumulative").print_stats(args.top)
             print(out.getvalue())
-            print("profiled request times (ms):", [round(t * 1000) for t in times])
-        print("unprofiled request times (ms):", [round(once() * 1000) for _ in range(3)])
+        else:
+            spent: dict[str, list[float]] = defaultdict(list)
+            for module, name in PHASES:
+                setattr(module, name, _timed(spent, name, getattr(module, name)))
+            totals, floors = [], []
+            with psycopg.connect(dsn) as conn:
+                for _ in range(args.rounds):
+                    totals.append(once())
+                    reset(dsn, existing)
+                    floors.append(run_floor(conn, batch)[0])
+            print(f"{'floor statement (for comparison)':40s} {statistics.median(floors) * 1e3:7.1f}"
+                  " ms")
+            print(f"{'whole request (test client)':40s} {statistics.median(totals) * 1e3:7.1f} ms")
+            for _module, name in PHASES:
+                if spent[name]:
+                    print(f"  {name:38s} {statistics.median(spent[name]) * 1e3:7.1f} ms")
         app.extensions["flexsvc.pools"].close()
     finally:
         if admin_dsn:

@@ -9,6 +9,8 @@
   ratio would flatter the service.
 * per item: one single-row upsert statement per item, pipelined (psycopg's ``executemany``
   sends them all in pipeline mode: one network flush, but 10,000 statements to execute).
+* per item, one round trip each: the same statements, each waiting for its answer (what an
+  ORM-style loop does).
 """
 
 from __future__ import annotations
@@ -64,13 +66,17 @@ def run_floor(conn: psycopg.Connection, batch: Batch) -> tuple[float, int, int]:
     return elapsed, created, len(rows) - created
 
 
-def run_per_item(conn: psycopg.Connection, batch: Batch) -> tuple[float, int, int]:
-    """One pipelined statement per item; return (seconds, created, updated)."""
-    params = [
+def _per_item_params(batch: Batch) -> list[tuple[object, ...]]:
+    return [
         (k, GROUP, p, y, d, t, USER, USER)
         for k, p, y, d, t in zip(batch.keys, batch.plan_ids, batch.calendar_years,
                                  batch.schedule_dates, batch.schedule_types, strict=True)
     ]
+
+
+def run_per_item(conn: psycopg.Connection, batch: Batch) -> tuple[float, int, int]:
+    """One pipelined statement per item; return (seconds, created, updated)."""
+    params = _per_item_params(batch)
     created = updated = 0
     started = time.perf_counter()
     with conn.transaction(), conn.cursor() as cur:
@@ -84,3 +90,14 @@ def run_per_item(conn: psycopg.Connection, batch: Batch) -> tuple[float, int, in
             if not cur.nextset():
                 break
     return time.perf_counter() - started, created, updated
+
+
+def run_per_item_round_trips(conn: psycopg.Connection, batch: Batch) -> tuple[float, int, int]:
+    """One statement per item, each waiting for its answer; return (seconds, created, updated)."""
+    params = _per_item_params(batch)
+    created = 0
+    started = time.perf_counter()
+    with conn.transaction(), conn.cursor() as cur:
+        for row in params:
+            created += cur.execute(PER_ITEM_SQL, row).fetchone()[1]
+    return time.perf_counter() - started, created, len(params) - created

@@ -87,6 +87,9 @@ class MetricsSettings:
 class LimitSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_items: int = 10000
+    #: Seconds an upload may stall (no byte received) before the request is dropped with 400,
+    #: so a stalled or half-open client cannot hold a server thread forever (gunicorn only).
+    body_stall_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ def settings_from_mapping(
     limits = _section(LimitSettings, raw.get("limits", {}), "limits")
     if limits.max_body_bytes < 2 or limits.max_items < 1:
         raise ConfigError("limits: max_body_bytes and max_items must be positive")
+    if not limits.body_stall_seconds > 0:
+        raise ConfigError("limits: body_stall_seconds must be positive")
     return Settings(databases=databases, auth=auth, api_keys=api_keys, pool=pool,
                     limits=limits, source=source, pool_overrides=pool_overrides,
                     metrics=metrics)

@@ -22,11 +22,13 @@ identical to marshmallow's for arbitrary input.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from datetime import datetime
+import gc
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from marshmallow import ValidationError, validate
+from marshmallow import EXCLUDE, ValidationError, validate
 from marshmallow.fields import Field
 
 from flexsvc.batch import BatchEntry, ItemResult
@@ -90,7 +92,8 @@ def compile_schema(schema: GroupFlexScheduleSchema) -> list[FieldPlan] | None:
     if hooks != _KNOWN_HOOKS:
         return None
     fields = schema.load_fields
-    if set(fields) != set(ScheduleInput._fields) or schema.many or schema.partial:
+    if (set(fields) != set(ScheduleInput._fields) or schema.many or schema.partial
+            or schema.unknown != EXCLUDE):
         return None
     plans = []
     for name in ScheduleInput._fields:          # in the order ScheduleInput is built
@@ -135,10 +138,13 @@ def _normalize(raw: dict[Any, Any]) -> dict[str, Any] | None:
 
 
 def generate(plans: list[FieldPlan]) -> tuple[str, Callable[..., ScheduleInput | None]]:
-    """Compile the plans into one straight-line function ``accept(raw, group_id, dates)``.
+    """Compile the plans into one straight-line function ``accept(raw, group_id, memos)``.
 
-    Returns its source (for reading and tests) and the function. ``dates`` memoises parsed
-    date-times for one batch. Every check mirrors the field object it was read from.
+    Returns its source (for reading and tests) and the function. ``memos`` holds one dict per
+    field for one batch: a string or date-time value that passed its field's checks once maps
+    to its loaded value (batches repeat plan IDs, years, types and dates over and over). Only
+    values that passed are memoised, and the checks depend on nothing but the value, so a hit
+    is the same decision. Every check mirrors the field object it was read from.
     """
     ns: dict[str, Any] = {
         "MISSING": object(), "N": len(plans), "CANON_KEYS": {p.data_key for p in plans},
@@ -146,7 +152,7 @@ def generate(plans: list[FieldPlan]) -> tuple[str, Callable[..., ScheduleInput |
         "ValidationError": ValidationError, "SI": ScheduleInput, "TNEW": tuple.__new__,
     }
     out = [
-        "def accept(raw, path_group_id, dates):",
+        "def accept(raw, path_group_id, memos):",
         "    if type(raw) is not dict:",
         "        return None",
         "    data = raw if len(raw) == N and raw.keys() == CANON_KEYS else normalize(raw)",
@@ -156,45 +162,35 @@ def generate(plans: list[FieldPlan]) -> tuple[str, Callable[..., ScheduleInput |
     for i, plan in enumerate(plans):
         v = f"v{i}"
         out.append(f"    {v} = data.get({plan.data_key!r}, MISSING)")
-        if plan.kind in (_STR, _UPPER):
-            out += [f"    if type({v}) is not str or '\\x00' in {v} or not ({v}.isascii() "
-                    f"or encodable({v})):",
-                    "        return None"]
-            if plan.kind == _UPPER:
-                out.append(f"    {v} = {v}.upper()")
-            size = f"len({v})"
-        elif plan.kind == _INT:
-            out += [f"    if type({v}) is not int:", "        return None"]
-            size = v
-        elif plan.kind == _DATETIME:
+        if plan.kind in (_STR, _UPPER, _DATETIME):
+            # Memoised kinds: check a value the first time it is seen in the batch.
             out += [f"    if type({v}) is not str:",
                     "        return None",
-                    f"    parsed = dates.get({v})",
-                    "    if parsed is None:",
-                    "        try:",
-                    f"            parsed = parse_datetime({v})",
-                    "        except ValueError:",
-                    "            return None",
-                    f"        dates[{v}] = parsed",
-                    f"    {v} = parsed"]
+                    f"    loaded = memos[{i}].get({v})",
+                    "    if loaded is None:"]
+            body = []
+            if plan.kind == _DATETIME:
+                body += ["try:",
+                         f"    loaded = parse_datetime({v})",
+                         "except ValueError:",
+                         "    return None"]
+            else:
+                body += [f"if '\\x00' in {v} or not ({v}.isascii() or encodable({v})):",
+                         "    return None",
+                         f"loaded = {v}.upper()" if plan.kind == _UPPER else f"loaded = {v}"]
+                body += _bounds(ns, i, plan, "len(loaded)")
+            body += _extra_validators(ns, i, plan, "loaded")
+            body.append(f"memos[{i}][{v}] = loaded")
+            out += ["        " + line for line in body]
+            out.append(f"    {v} = loaded")
+        elif plan.kind == _INT:
+            out += [f"    if type({v}) is not int:", "        return None"]
+            out += ["    " + line for line in _bounds(ns, i, plan, v)]
+            out += ["    " + line for line in _extra_validators(ns, i, plan, v)]
         else:
             ns[f"field{i}"] = plan.field
             out += ["    try:",
                     f"        {v} = field{i}.deserialize({v})",
-                    "    except ValidationError:",
-                    "        return None"]
-        if plan.kind in (_STR, _UPPER, _INT):
-            if plan.min_value is not None:
-                ns[f"min{i}"] = plan.min_value
-                out += [f"    if {size} < min{i}:", "        return None"]
-            if plan.max_value is not None:
-                ns[f"max{i}"] = plan.max_value
-                out += [f"    if {size} > max{i}:", "        return None"]
-        for j, validator in enumerate(plan.validators):
-            ns[f"check{i}_{j}"] = validator
-            out += ["    try:",
-                    f"        if check{i}_{j}({v}) is False:",
-                    "            return None",
                     "    except ValidationError:",
                     "        return None"]
     group = f"v{ScheduleInput._fields.index('group_id')}"
@@ -207,6 +203,29 @@ def generate(plans: list[FieldPlan]) -> tuple[str, Callable[..., ScheduleInput |
     return source, ns["accept"]
 
 
+def _bounds(ns: dict[str, Any], i: int, plan: FieldPlan, size: str) -> list[str]:
+    lines = []
+    if plan.min_value is not None:
+        ns[f"min{i}"] = plan.min_value
+        lines += [f"if {size} < min{i}:", "    return None"]
+    if plan.max_value is not None:
+        ns[f"max{i}"] = plan.max_value
+        lines += [f"if {size} > max{i}:", "    return None"]
+    return lines
+
+
+def _extra_validators(ns: dict[str, Any], i: int, plan: FieldPlan, value: str) -> list[str]:
+    lines = []
+    for j, validator in enumerate(plan.validators):
+        ns[f"check{i}_{j}"] = validator
+        lines += ["try:",
+                  f"    if check{i}_{j}({value}) is False:",
+                  "        return None",
+                  "except ValidationError:",
+                  "    return None"]
+    return lines
+
+
 _ACCEPT = generate(_PLANS)[1] if _PLANS is not None else None
 
 
@@ -214,7 +233,7 @@ def accept_item(raw: Any, path_group_id: str) -> ScheduleInput | None:
     """One item through the fast path alone (None: not accepted). For tests and tools."""
     if _ACCEPT is None:
         return None
-    return _ACCEPT(raw, path_group_id, {})
+    return _ACCEPT(raw, path_group_id, [{} for _ in _PLANS or ()])
 
 
 def marshmallow_entry(raw: Any, path_group_id: str) -> BatchEntry:
@@ -230,10 +249,54 @@ def load_items(items: Sequence[Any], path_group_id: str) -> list[BatchEntry]:
     accept = _ACCEPT
     if accept is None:
         return [marshmallow_entry(raw, path_group_id) for raw in items]
-    dates: dict[str, datetime] = {}
+    memos: list[dict[str, Any]] = [{} for _ in _PLANS or ()]
     entries: list[BatchEntry] = []
     append = entries.append
     for raw in items:
-        loaded = accept(raw, path_group_id, dates)
+        loaded = accept(raw, path_group_id, memos)
         append(loaded if loaded is not None else marshmallow_entry(raw, path_group_id))
     return entries
+
+
+class _GcPause:
+    """Reference-counted pause of the cyclic garbage collector, shared by a worker's threads.
+
+    Validating, planning, writing and answering a 10,000-item batch allocates some 100,000
+    container objects; the collector's generation thresholds make it scan the whole heap many
+    times over meanwhile, which doubled the Python cost of a big batch (measured:
+    docs/PERFORMANCE.md). Nothing of a batch is cyclic garbage (reference counting frees it), so
+    big batches run with the collector paused; it resumes when the last paused request ends, if
+    it was on before. The pause starts after the body is read and lasts one batch (seconds at
+    most, bounded by the statement and lock timeouts), so cyclic garbage cannot pile up.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._restore = False
+
+    @contextmanager
+    def __call__(self, active: bool = True) -> Iterator[None]:
+        if not active:
+            yield
+            return
+        with self._lock:
+            if self._depth == 0:
+                self._restore = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._restore:
+                    gc.enable()
+
+
+#: ``with gc_paused(big):`` around the work of a big batch.
+gc_paused = _GcPause()
+
+#: Batches from this many items on run with the collector paused (after their body is read, so
+#: a slow upload never keeps it paused).
+GC_PAUSE_MIN_ITEMS = 500

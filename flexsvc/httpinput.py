@@ -67,6 +67,7 @@ def read_json_body() -> Any:
     limit = settings().limits.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"The body is larger than {limit} bytes.")
+    _bound_body_stalls()
     try:
         body = request.get_data(cache=False)
     except HTTPException:
@@ -82,6 +83,15 @@ def read_json_body() -> Any:
         return parse_json(body)
     except MalformedJSON as exc:
         raise ApiError(400, f"Malformed JSON: {exc}.") from exc
+
+
+def _bound_body_stalls() -> None:
+    """gunicorn reads the body from a blocking socket without a timeout: a client that stops
+    sending (or vanishes without a FIN) would hold this thread forever. Bound every wait for
+    body bytes; gunicorn resets the socket's mode before it reuses the connection."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is not None and hasattr(sock, "settimeout"):
+        sock.settimeout(settings().limits.body_stall_seconds)
 
 
 def read_json_array() -> list[Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -19,6 +20,14 @@ import orjson
 from flexsvc.activity import current_activity_id
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# PostgreSQL's DETAIL line quotes row values ("Failing row contains (7, G1, ...)"): record
+# contents, which must not reach the logs even inside an error's text.
+_PG_DETAIL = re.compile(r"^DETAIL:.*$", re.MULTILINE)
+_REDACTED = "DETAIL: [redacted: may contain record contents]"
+
+
+def redact(text: str) -> str:
+    return _PG_DETAIL.sub(_REDACTED, text) if "DETAIL:" in text else text
 
 
 def _timestamp(record: logging.LogRecord) -> str:
@@ -40,15 +49,15 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "pid": record.process,
             "activityID": getattr(record, "activityID", None) or current_activity_id(),
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for name, value in vars(record).items():
             if name not in _STANDARD and name not in entry:
                 entry[name] = value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact(self.formatException(record.exc_info))
         elif record.exc_text:
-            entry["exception"] = record.exc_text
+            entry["exception"] = redact(record.exc_text)
         return orjson.dumps(entry, default=str).decode()
 
 

@@ -75,6 +75,7 @@ POOL_COUNTERS = {
 }
 
 UNMATCHED_ROUTE = "<unmatched>"   # 404s: never the raw path (unbounded label values)
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SAMPLE_SECONDS = 5.0
 
 
@@ -96,7 +97,8 @@ def _label(database: str | None) -> str:
 
 def observe_request(method: str, route: str | None, status: int, seconds: float) -> None:
     """Count one answered request (called once per request by ``requestlog``)."""
-    values = (method, route or UNMATCHED_ROUTE, str(status))
+    values = (method if method in KNOWN_METHODS else "OTHER", route or UNMATCHED_ROUTE,
+              str(status))
     REQUESTS.labels(*values).inc()
     LATENCY.labels(*values).observe(seconds)
     current_app.extensions["flexsvc.metrics"].start_sampler()

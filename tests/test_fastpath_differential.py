@@ -155,6 +155,7 @@ def test_the_fast_path_switches_itself_off_for_what_it_does_not_understand() -> 
 
     assert compile_schema(GroupFlexScheduleSchema()) is not None
     assert compile_schema(WithCheck()) is None
+    assert compile_schema(GroupFlexScheduleSchema(unknown="raise")) is None
 
 
 @pytest.mark.parametrize("raw", [None, [], "x", 1, {}, {"groupFlexSchedule_Key": 0}])

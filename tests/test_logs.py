@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,16 @@ def test_access_formatter_never_prints_credentials():
     assert entry["activityID"] == "act-1"
     assert entry["status"] == 207 and entry["duration_ms"] == 1.5 and entry["method"] == "PUT"
     assert "secret" not in json.dumps(entry)
+
+
+def test_database_error_details_are_redacted():
+    """PostgreSQL's DETAIL quotes row values; the traceback is kept, the values are not."""
+    try:
+        raise RuntimeError('violates check constraint "c"\nDETAIL:  Failing row contains '
+                           '(7, G1, ZZSECRETPLAN).')
+    except RuntimeError:
+        record = logging.getLogger("flexsvc.batch").makeRecord(
+            "flexsvc.batch", logging.ERROR, __file__, 1, "write failed", (), sys.exc_info())
+    entry = json.loads(JsonFormatter().format(record))
+    assert "Traceback" in entry["exception"] and "check constraint" in entry["exception"]
+    assert SECRET_VALUE not in entry["exception"] and "redacted" in entry["exception"]
