@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 
 from flexsvc.config import ApiKey, AuthSettings, Settings
+from flexsvc.text import is_storable_text
 
 MAX_USER_LENGTH = 20
 API_KEY_HEADER = "x-api-key"
@@ -112,7 +113,7 @@ def authenticate(headers: Any, settings: Settings) -> Principal:
         if not isinstance(user, str) or not user or len(user) > MAX_USER_LENGTH:
             raise Unauthorized(f"The token's {auth.jwt_user_claim!r} claim must be a user name "
                                f"of 1..{MAX_USER_LENGTH} characters.")
-        if "\x00" in user or not _storable(user):
+        if not is_storable_text(user):
             raise Unauthorized("The token's user claim is not valid.")
         if "databases" in claims:
             listed = claims["databases"]
@@ -123,15 +124,6 @@ def authenticate(headers: Any, settings: Settings) -> Principal:
         assert api_key is not None
         user = api_key.name
     return Principal(user=user, api_key=api_key, token_databases=token_databases)
-
-
-def _storable(text: str) -> bool:
-    """PostgreSQL stores UTF-8: a lone surrogate (valid JSON escape) cannot be written."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def authorize_database(principal: Principal, database: str | None, settings: Settings) -> str:

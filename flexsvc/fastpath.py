@@ -46,6 +46,7 @@ from flexsvc.schemas import (
     echo_key,
     load_item,
 )
+from flexsvc.text import is_utf8_encodable
 
 #: The hooks the path knows how to mirror (the case-insensitive name matching).
 _KNOWN_HOOKS = {"pre_load": ["_match_names_case_insensitively"]}
@@ -108,14 +109,6 @@ def compile_schema(schema: GroupFlexScheduleSchema) -> list[FieldPlan] | None:
 _PLANS = compile_schema(ITEM_SCHEMA)
 
 
-def _encodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 #: Raw wire name -> the schema's spelling (the pre_load hook's mapping), memoised; bounded so
 #: that a client sending many odd names cannot grow it.
 _NAMES: dict[str, str] = {}
@@ -148,7 +141,7 @@ def generate(plans: list[FieldPlan]) -> tuple[str, Callable[..., ScheduleInput |
     """
     ns: dict[str, Any] = {
         "MISSING": object(), "N": len(plans), "CANON_KEYS": {p.data_key for p in plans},
-        "normalize": _normalize, "encodable": _encodable, "parse_datetime": parse_datetime,
+        "normalize": _normalize, "encodable": is_utf8_encodable, "parse_datetime": parse_datetime,
         "ValidationError": ValidationError, "SI": ScheduleInput, "TNEW": tuple.__new__,
     }
     out = [

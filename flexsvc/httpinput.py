@@ -15,6 +15,7 @@ from flexsvc.auth import Principal, authenticate, authorize_database
 from flexsvc.config import Settings
 from flexsvc.errors import ApiError
 from flexsvc.jsonio import MalformedJSON, parse_json
+from flexsvc.text import is_storable_text
 
 DATABASE_HEADER = "vbasoftware-database"
 MAX_GROUP_ID_LENGTH = 20
@@ -38,18 +39,9 @@ def require_tenant() -> tuple[Principal, str]:
 
 def valid_group_id(group_id: str) -> str:
     """The path's groupID: 1..20 characters PostgreSQL can store."""
-    if not 1 <= len(group_id) <= MAX_GROUP_ID_LENGTH or "\x00" in group_id or not _encodable(
-            group_id):
+    if not 1 <= len(group_id) <= MAX_GROUP_ID_LENGTH or not is_storable_text(group_id):
         raise ApiError(400, f"groupID must be 1..{MAX_GROUP_ID_LENGTH} characters of text.")
     return group_id
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _is_json_content_type(mimetype: str) -> bool:

@@ -20,6 +20,7 @@ from flexsvc.datetimes import (
     format_datetime,
     parse_datetime,
 )
+from flexsvc.text import is_storable_text, is_utf8_encodable
 
 MAX_KEY = 2_147_483_647
 KEY_FIELD = "groupFlexSchedule_Key"
@@ -60,10 +61,8 @@ class StorableString(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs)
         if "\x00" in text:
             raise self.make_error("nul")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise self.make_error("unencodable") from exc
+        if not is_utf8_encodable(text):
+            raise self.make_error("unencodable")
         return text
 
 
@@ -182,11 +181,7 @@ def echo_key(raw: Any) -> Any:
         return value if -(2**63) <= value < 2**63 else str(value)[:40]
     if isinstance(value, float):
         return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, str) and len(value) <= 100 and "\x00" not in value:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return None
+    if isinstance(value, str) and len(value) <= 100 and is_storable_text(value):
         return value
     return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
@@ -20,6 +21,15 @@ API_KEYS = {
 GROUP = "G1"
 OTHER_GROUP = "G2"
 YEAR = "2026"
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    """Valid JWT claims for the test issuer; an override of None removes that claim."""
+    now = int(time.time())
+    base = {"sub": "alice", "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "iat": now, "nbf": now,
+            "exp": now + 300}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
 
 
 def token(user: str = "alice", **kwargs: Any) -> str:

@@ -19,9 +19,8 @@ from flexsvc.config import settings_from_mapping
 from tests.conftest import settings_mapping
 from tests.helpers import (
     API_KEYS,
-    JWT_AUDIENCE,
-    JWT_ISSUER,
     JWT_SECRET,
+    claims,
     headers,
     item,
     put_batch,
@@ -30,14 +29,6 @@ from tests.helpers import (
 )
 
 URL = "/groups/G1/flex-schedules-batch"
-
-
-def claims(**overrides):
-    now = int(time.time())
-    base = {"sub": "alice", "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "iat": now, "nbf": now,
-            "exp": now + 300}
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
 
 
 def with_token(encoded: str, **kwargs) -> dict[str, str]:

@@ -24,7 +24,14 @@ from flexsvc.embedded import free_port
 from flexsvc.logs import JsonFormatter
 from flexsvc.migrations import apply_migrations
 from tests.conftest import create_database, drop_database, seed_groups, settings_mapping
-from tests.helpers import API_KEYS, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET, headers, item, rows
+from tests.helpers import (
+    API_KEYS,
+    JWT_SECRET,
+    claims,
+    headers,
+    item,
+    rows,
+)
 
 URL = "/groups/G1/flex-schedules-batch"
 LEAKS = ("Traceback", "psycopg", "postgresql://", "SELECT ", "INSERT ", "UPDATE ", "relation ",
@@ -42,14 +49,6 @@ def assert_no_leak(response, *secrets: str, echo: str = "") -> None:
         text = text.replace(json.dumps(echo, ensure_ascii=False)[1:-1], "")
     for leak in (*LEAKS, *secrets):
         assert leak not in text, (leak, text[:300])
-
-
-def claims(**overrides):
-    now = int(time.time())
-    base = {"sub": "alice", "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "iat": now, "nbf": now,
-            "exp": now + 300}
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not None}
 
 
 def b64(data: bytes | dict) -> str:
