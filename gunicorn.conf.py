@@ -12,7 +12,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from flexsvc.logs import gunicorn_logconfig
+# Prometheus multiprocess mode: every worker writes its samples under this folder, and any
+# worker answering /metrics merges them. Workers inherit the variable from the master. It must
+# be set BEFORE anything imports prometheus_client (flexsvc.logs below imports the package),
+# because prometheus_client chooses between in-process and multiprocess values at import time.
+_created_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _created_metrics_dir:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="flexsvc-metrics-")
+_metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+
+from flexsvc.logs import gunicorn_logconfig  # noqa: E402 - after the metrics folder, see above
 
 bind = os.environ.get("FLEXSVC_BIND", "127.0.0.1:8000")
 
@@ -49,12 +58,6 @@ errorlog = "-"
 accesslog = "-"
 logconfig_dict = gunicorn_logconfig(loglevel.upper())
 
-# Prometheus multiprocess mode: every worker writes its samples under this folder, and any
-# worker answering /metrics merges them. Workers inherit the variable from the master.
-_created_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if _created_metrics_dir:
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="flexsvc-metrics-")
-_metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
 def on_starting(server) -> None:

@@ -135,6 +135,7 @@ def run_gunicorn(config_path: Path | str, *, workers: int = 2, threads: int = 4,
 
     ``env`` adds or overrides environment variables, ``args`` are extra gunicorn command-line
     options (they win over gunicorn.conf.py). Yields once ``/healthz`` answers.
+    PROMETHEUS_MULTIPROC_DIR is left unset, as a user leaves it: gunicorn.conf.py must set it up.
     """
     port = free_port()
     run_dir = Path(tempfile.mkdtemp(prefix="flexsvc-gunicorn-"))
@@ -145,7 +146,6 @@ def run_gunicorn(config_path: Path | str, *, workers: int = 2, threads: int = 4,
         "FLEXSVC_BIND": f"127.0.0.1:{port}",
         "FLEXSVC_WORKERS": str(workers),
         "FLEXSVC_THREADS": str(threads),
-        "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"),
         "PYTHONUNBUFFERED": "1",
     })
     full_env.update(env or {})
