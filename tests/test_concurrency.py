@@ -206,7 +206,10 @@ def test_key0_creates_never_collide_with_explicit_keys(pool_app, db):
                 "SELECT pg_sequence_last_value(pg_get_serial_sequence("
                 "'group_flex_schedule', 'group_flex_schedule_key'))").fetchone()
         base = (current or 0) + 1 + (client // 2) * 5   # overlapping runs of explicit keys
-        return [item(base + i, schedule_Date=token_date(client, batch, i)) for i in range(40)]
+        # Half the keys race the key-0 creates head-on; the other half sit 1,000 ahead, so some
+        # explicit creates surely win and key-0 allocation must then jump past them.
+        keys = [base + i for i in range(20)] + [base + 1000 + i for i in range(20)]
+        return [item(k, schedule_Date=token_date(client, batch, i)) for i, k in enumerate(keys)]
 
     outcomes = run_clients(flask_sender(pool_app), clients=8, batches=5, build=build)
     stored = stored_rows(db)
