@@ -22,7 +22,7 @@ import pytest
 from flexsvc import create_app
 from flexsvc.config import ConfigError, load_settings, settings_from_mapping
 from flexsvc.embedded import EmbeddedPostgres
-from tests.conftest import create_database, seed_groups, settings_mapping
+from tests.conftest import create_database, drop_database, seed_groups, settings_mapping
 from tests.helpers import item, put_batch, rows, statuses
 from tests.servers import REPO, PgBouncer, run_pgbouncer, write_config
 
@@ -54,6 +54,13 @@ def test_tenants_on_two_servers(tmp_path: Path, pg_admin_dsn: str,
     name = f"flexsvc_two_{uuid.uuid4().hex[:8]}"
     dsns = {"east": create_database(pg_admin_dsn, name),
             "west": second_server.create_database(name)}   # same name, other server
+    try:
+        _check_tenants_on_two_servers(tmp_path, dsns)
+    finally:
+        drop_database(pg_admin_dsn, name)   # the session server may be a shared one
+
+
+def _check_tenants_on_two_servers(tmp_path: Path, dsns: dict[str, str]) -> None:
     assert server_port(dsns["east"]) != server_port(dsns["west"])
     config = write_config(tmp_path / "flexsvc.toml", settings_mapping(
         dsns, api_keys=[{"name": "payroll", "sha256": _digest("k"), "databases": ["*"]}]))
