@@ -25,7 +25,7 @@ run: $(STAMP)
 ifdef FLEXSVC_CONFIG
 	$(VENV)/bin/gunicorn -c gunicorn.conf.py wsgi:app
 else
-	$(PY) -m flexsvc.demo
+	$(PY) -m flexsvc.ops.demo
 endif
 
 test: $(STAMP)

@@ -14,14 +14,14 @@ from pathlib import Path
 
 # Prometheus multiprocess mode: every worker writes its samples under this folder, and any
 # worker answering /metrics merges them. Workers inherit the variable from the master. It must
-# be set BEFORE anything imports prometheus_client (flexsvc.logs below imports the package),
+# be set BEFORE anything imports prometheus_client (flexsvc.ops.logs below imports the package),
 # because prometheus_client chooses between in-process and multiprocess values at import time.
 _created_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _created_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="flexsvc-metrics-")
 _metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
-from flexsvc.logs import gunicorn_logconfig  # noqa: E402 - after the metrics folder, see above
+from flexsvc.ops.logs import gunicorn_logconfig  # noqa: E402 - after the metrics folder, see above
 
 bind = os.environ.get("FLEXSVC_BIND", "127.0.0.1:8000")
 

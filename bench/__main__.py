@@ -34,7 +34,7 @@ from psycopg.conninfo import make_conninfo
 from bench.service import Client, Gunicorn, RssSampler, write_config
 from bench.sqlpaths import run_floor, run_per_item, run_per_item_round_trips
 from bench.workload import Batch, make_batch, prepare_database, reset
-from flexsvc.embedded import EmbeddedPostgres
+from flexsvc.ops.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "PERFORMANCE.md"

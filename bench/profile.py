@@ -32,11 +32,12 @@ from psycopg.conninfo import make_conninfo
 from bench.service import write_config
 from bench.sqlpaths import run_floor
 from bench.workload import GROUP, make_batch, prepare_database, reset
-from flexsvc import batch as batch_module
-from flexsvc import create_app, store
-from flexsvc.blueprints import batch as blueprint
+from flexsvc import create_app
 from flexsvc.config import load_settings
-from flexsvc.embedded import EmbeddedPostgres
+from flexsvc.data import batch as batch_module
+from flexsvc.data import store
+from flexsvc.http.blueprints import batch as blueprint
+from flexsvc.ops.embedded import EmbeddedPostgres
 
 #: (module, function) pairs timed by the phases mode, in the order a request runs them.
 PHASES = [

@@ -17,9 +17,9 @@ import orjson
 import psutil
 
 from bench.workload import GROUP, USER
-from flexsvc.auth import issue_token, new_api_key
 from flexsvc.config import settings_from_mapping
-from flexsvc.embedded import free_port
+from flexsvc.http.auth import issue_token, new_api_key
+from flexsvc.ops.embedded import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "bench"

@@ -13,8 +13,8 @@ from typing import Any
 
 import psycopg
 
-from flexsvc.datetimes import parse_datetime
-from flexsvc.migrations import apply_migrations
+from flexsvc.data.migrations import apply_migrations
+from flexsvc.rules.datetimes import parse_datetime
 
 GROUP = "BENCH01"
 PLANS = ("P01", "P02", "P03", "P04")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from flexsvc import activity, errors, jsonio, metrics, requestlog
 from flexsvc.config import Settings, load_settings
-from flexsvc.db import Pools
+from flexsvc.data.db import Pools
+from flexsvc.http import activity, errors, jsonio
+from flexsvc.ops import metrics, requestlog
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -24,8 +25,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     requestlog.init_app(app)
     metrics.init_app(app)
 
-    from flexsvc import cli
-    from flexsvc.blueprints import batch, docs, health, schedules
+    from flexsvc.http.blueprints import batch, docs, health, schedules
+    from flexsvc.ops import cli
 
     app.register_blueprint(health.bp)
     app.register_blueprint(batch.bp)

@@ -19,10 +19,10 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import make_conninfo
 
 from flexsvc import create_app
-from flexsvc.auth import digest_api_key
 from flexsvc.config import Settings, settings_from_mapping
-from flexsvc.embedded import EmbeddedPostgres
-from flexsvc.migrations import apply_migrations
+from flexsvc.data.migrations import apply_migrations
+from flexsvc.http.auth import digest_api_key
+from flexsvc.ops.embedded import EmbeddedPostgres
 from tests.helpers import API_KEYS, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import psycopg
 
-from flexsvc.auth import issue_token
 from flexsvc.config import AuthSettings
+from flexsvc.http.auth import issue_token
 
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
 JWT_ISSUER = "https://issuer.test"

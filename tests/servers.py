@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 import requests
 
-from flexsvc.embedded import free_port
+from flexsvc.ops.embedded import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from flexsvc import create_app
-from flexsvc.auth import digest_api_key, find_api_key
 from flexsvc.config import settings_from_mapping
+from flexsvc.http.auth import digest_api_key, find_api_key
 from tests.conftest import settings_mapping
 from tests.helpers import (
     API_KEYS,

@@ -12,7 +12,7 @@ import pytest
 
 from flexsvc import create_app
 from flexsvc.config import ConfigError, load_settings, settings_from_mapping
-from flexsvc.migrations import MigrationError, apply_migrations
+from flexsvc.data.migrations import MigrationError, apply_migrations
 from tests.conftest import create_database, drop_database, settings_mapping
 from tests.helpers import JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET
 

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from flexsvc.datetimes import InvalidDateTime, format_datetime, parse_datetime
+from flexsvc.rules.datetimes import InvalidDateTime, format_datetime, parse_datetime
 from tests.helpers import item, put_batch, rows, statuses
 
 ACCEPTED = [

@@ -16,8 +16,8 @@ import pytest
 
 from flexsvc import create_app
 from flexsvc.config import settings_from_mapping
-from flexsvc.embedded import EmbeddedPostgres
-from flexsvc.migrations import apply_migrations
+from flexsvc.data.migrations import apply_migrations
+from flexsvc.ops.embedded import EmbeddedPostgres
 from tests.conftest import seed_groups, settings_mapping
 from tests.helpers import headers, item
 
@@ -301,7 +301,7 @@ def test_pool_exhausted_answers_503_within_wait_timeout(dsn):
 
 def test_unreachable_at_first_use_answers_503(dsn):
     """A tenant whose server is not there at all (nothing listens on the port)."""
-    from flexsvc.embedded import free_port
+    from flexsvc.ops.embedded import free_port
     app = make_app(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing")
     try:
         response, elapsed = timed_put(app.test_client(), [item(1)])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flexsvc.embedded import free_port
+from flexsvc.ops.embedded import free_port
 from tests.conftest import settings_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def test_demo_prints_a_curl_that_works_as_printed(tmp_path):
     env = dict(os.environ, FLEXSVC_STATE_DIR=str(tmp_path / "state"),
                FLEXSVC_BIND=f"127.0.0.1:{port}", FLEXSVC_DEMO_PG_PORT=str(free_port()))
     env.pop("FLEXSVC_CONFIG", None)
-    demo = subprocess.Popen([sys.executable, "-m", "flexsvc.demo"], cwd=ROOT, env=env,
+    demo = subprocess.Popen([sys.executable, "-m", "flexsvc.ops.demo"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True)
     try:

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from marshmallow import validates_schema
 
-from flexsvc import fastpath
-from flexsvc.fastpath import accept_item, compile_schema, load_items, marshmallow_entry
-from flexsvc.schemas import GroupFlexScheduleSchema, ScheduleInput
+from flexsvc.rules import fastpath
+from flexsvc.rules.fastpath import accept_item, compile_schema, load_items, marshmallow_entry
+from flexsvc.rules.schemas import GroupFlexScheduleSchema, ScheduleInput
 from tests.helpers import item
 
 PATH_GROUP = "G1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from flexsvc.fastpath import gc_paused
+from flexsvc.rules.fastpath import gc_paused
 
 
 def test_nested_pauses_restore_the_collector_once_the_last_one_ends() -> None:

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from flexsvc import create_app
-from flexsvc.logs import GunicornAccessFormatter, JsonFormatter
+from flexsvc.ops.logs import GunicornAccessFormatter, JsonFormatter
 from tests.conftest import settings_mapping
 from tests.helpers import API_KEYS, JWT_SECRET, headers, item, token
 from tests.servers import run_gunicorn, write_config

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flexsvc import create_app
 from flexsvc.config import ConfigError, settings_from_mapping
-from flexsvc.metrics import database_labels
+from flexsvc.ops.metrics import database_labels
 from tests.conftest import settings_mapping
 from tests.helpers import API_KEYS, JWT_SECRET, headers, item, put_batch, token
 from tests.servers import run_gunicorn, write_config

@@ -7,8 +7,8 @@ from openapi_spec_validator import validate
 
 from flexsvc import create_app
 from flexsvc.config import settings_from_mapping
-from flexsvc.openapi import EXCLUDED_ENDPOINTS, UNDOCUMENTED, api_routes
-from flexsvc.schemas import GroupFlexScheduleSchema, ItemResultSchema, ProblemSchema
+from flexsvc.http.openapi import EXCLUDED_ENDPOINTS, UNDOCUMENTED, api_routes
+from flexsvc.rules.schemas import GroupFlexScheduleSchema, ItemResultSchema, ProblemSchema
 from tests.conftest import settings_mapping
 
 METHODS = {"get", "put", "post", "delete", "patch"}

@@ -8,7 +8,7 @@ import pytest
 
 from flexsvc import create_app
 from flexsvc.config import settings_from_mapping
-from flexsvc.embedded import free_port
+from flexsvc.ops.embedded import free_port
 from tests.conftest import settings_mapping
 from tests.helpers import headers, item, put_batch, rows
 

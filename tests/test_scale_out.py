@@ -21,7 +21,7 @@ import pytest
 
 from flexsvc import create_app
 from flexsvc.config import ConfigError, load_settings, settings_from_mapping
-from flexsvc.embedded import EmbeddedPostgres
+from flexsvc.ops.embedded import EmbeddedPostgres
 from tests.conftest import create_database, drop_database, seed_groups, settings_mapping
 from tests.helpers import item, put_batch, rows, statuses
 from tests.servers import REPO, PgBouncer, run_pgbouncer, write_config
@@ -102,7 +102,7 @@ def _check_tenants_on_two_servers(tmp_path: Path, dsns: dict[str, str]) -> None:
 
 
 def _digest(key: str) -> str:
-    from flexsvc.auth import digest_api_key
+    from flexsvc.http.auth import digest_api_key
 
     return digest_api_key(key).hex()
 

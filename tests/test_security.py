@@ -17,12 +17,12 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from flexsvc import auth as auth_module
 from flexsvc import create_app
 from flexsvc.config import ConfigError, settings_from_mapping
-from flexsvc.embedded import free_port
-from flexsvc.logs import JsonFormatter
-from flexsvc.migrations import apply_migrations
+from flexsvc.data.migrations import apply_migrations
+from flexsvc.http import auth as auth_module
+from flexsvc.ops.embedded import free_port
+from flexsvc.ops.logs import JsonFormatter
 from tests.conftest import create_database, drop_database, seed_groups, settings_mapping
 from tests.helpers import (
     API_KEYS,

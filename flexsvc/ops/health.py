@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from flexsvc.config import Settings
-from flexsvc.db import Pools, ping
+from flexsvc.data.db import Pools, ping
 
 
 def check_databases(pools: Pools, settings: Settings, timeout: float = 3.0) -> dict[str, bool]:

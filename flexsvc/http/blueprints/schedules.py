@@ -19,18 +19,18 @@ from typing import Any
 from flask import Blueprint, current_app, url_for
 from werkzeug.wrappers import Response
 
-from flexsvc import records
-from flexsvc.db import Pools
-from flexsvc.errors import ApiError, envelope
-from flexsvc.httpinput import (
+from flexsvc.data import records
+from flexsvc.data.db import Pools
+from flexsvc.http.errors import ApiError, envelope
+from flexsvc.http.inputs import (
     query_options,
     read_json_body,
     require_tenant,
     settings,
     valid_group_id,
 )
-from flexsvc.jsonio import json_response
-from flexsvc.schemas import (
+from flexsvc.http.jsonio import json_response
+from flexsvc.rules.schemas import (
     KEY_FIELD,
     MAX_KEY,
     GroupFlexScheduleSchema,

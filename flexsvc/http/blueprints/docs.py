@@ -14,12 +14,12 @@ from flask import Blueprint, current_app, send_from_directory, url_for
 from werkzeug.exceptions import NotFound
 from werkzeug.wrappers import Response
 
-from flexsvc.jsonio import json_response
-from flexsvc.openapi import build_spec
+from flexsvc.http.jsonio import json_response
+from flexsvc.http.openapi import build_spec
 
 bp = Blueprint("docs", __name__)
 SWAGGER_UI_DIST = Path(str(files("flask_swagger_ui") / "dist"))
-LOCAL_ASSETS = Path(__file__).resolve().parent.parent / "static" / "docs"
+LOCAL_ASSETS = Path(__file__).resolve().parents[2] / "static" / "docs"
 #: The Swagger UI files the page uses; nothing else from the package is served.
 SWAGGER_UI_FILES = frozenset({
     "swagger-ui.css", "index.css", "swagger-ui-bundle.js", "swagger-ui-standalone-preset.js",

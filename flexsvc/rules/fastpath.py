@@ -31,9 +31,9 @@ from typing import Any
 from marshmallow import EXCLUDE, ValidationError, validate
 from marshmallow.fields import Field
 
-from flexsvc.batch import BatchEntry, ItemResult
-from flexsvc.datetimes import parse_datetime
-from flexsvc.schemas import (
+from flexsvc.rules.datetimes import parse_datetime
+from flexsvc.rules.planning import BatchEntry, ItemResult
+from flexsvc.rules.schemas import (
     _CANONICAL_NAMES,
     ITEM_SCHEMA,
     FlexDateTime,
@@ -46,7 +46,7 @@ from flexsvc.schemas import (
     echo_key,
     load_item,
 )
-from flexsvc.text import is_utf8_encodable
+from flexsvc.rules.text import is_utf8_encodable
 
 #: The hooks the path knows how to mirror (the case-insensitive name matching).
 _KNOWN_HOOKS = {"pre_load": ["_match_names_case_insensitively"]}
@@ -192,7 +192,7 @@ def generate(plans: list[FieldPlan]) -> tuple[str, Callable[..., ScheduleInput |
             "        return None",
             f"    return TNEW(SI, ({values},))"]
     source = "\n".join(out) + "\n"
-    exec(compile(source, "<flexsvc.fastpath.accept>", "exec"), ns)  # noqa: S102 - our own text
+    exec(compile(source, "<flexsvc.rules.fastpath.accept>", "exec"), ns)  # noqa: S102 - our own text
     return source, ns["accept"]
 
 

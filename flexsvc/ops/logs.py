@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from flexsvc.activity import current_activity_id
+from flexsvc.http.activity import current_activity_id
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 # PostgreSQL's DETAIL line quotes row values ("Failing row contains (7, G1, ...)"): record
@@ -108,8 +108,8 @@ def gunicorn_logconfig(level: str = "INFO") -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {
-            "json": {"()": "flexsvc.logs.JsonFormatter"},
-            "access": {"()": "flexsvc.logs.GunicornAccessFormatter"},
+            "json": {"()": "flexsvc.ops.logs.JsonFormatter"},
+            "access": {"()": "flexsvc.ops.logs.GunicornAccessFormatter"},
         },
         "handlers": {
             "stderr": {"class": "logging.StreamHandler", "formatter": "json",

@@ -6,11 +6,11 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
-from flexsvc.auth import issue_token, new_api_key
 from flexsvc.config import Settings
-from flexsvc.db import connect
-from flexsvc.demo_data import seed_demo
-from flexsvc.migrations import apply_migrations
+from flexsvc.data.db import connect
+from flexsvc.data.migrations import apply_migrations
+from flexsvc.http.auth import issue_token, new_api_key
+from flexsvc.ops.demo_data import seed_demo
 
 
 def _settings() -> Settings:

@@ -11,11 +11,11 @@ from flask import current_app, g, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import HTTPException
 
-from flexsvc.auth import Principal, authenticate, authorize_database
 from flexsvc.config import Settings
-from flexsvc.errors import ApiError
-from flexsvc.jsonio import MalformedJSON, parse_json
-from flexsvc.text import is_storable_text
+from flexsvc.http.auth import Principal, authenticate, authorize_database
+from flexsvc.http.errors import ApiError
+from flexsvc.http.jsonio import MalformedJSON, parse_json
+from flexsvc.rules.text import is_storable_text
 
 DATABASE_HEADER = "vbasoftware-database"
 MAX_GROUP_ID_LENGTH = 20

@@ -7,19 +7,19 @@ from collections import Counter
 from flask import Blueprint, current_app
 from werkzeug.wrappers import Response
 
-from flexsvc.batch import upsert_batch
-from flexsvc.errors import envelope
-from flexsvc.fastpath import GC_PAUSE_MIN_ITEMS, gc_paused, load_items
-from flexsvc.httpinput import (
+from flexsvc.data.batch import upsert_batch
+from flexsvc.http.errors import envelope
+from flexsvc.http.inputs import (
     query_options,
     read_json_array,
     require_tenant,
     settings,
     valid_group_id,
 )
-from flexsvc.jsonio import json_response
-from flexsvc.requestlog import record_item_statuses
-from flexsvc.schemas import BatchQuerySchema
+from flexsvc.http.jsonio import json_response
+from flexsvc.ops.requestlog import record_item_statuses
+from flexsvc.rules.fastpath import GC_PAUSE_MIN_ITEMS, gc_paused, load_items
+from flexsvc.rules.schemas import BatchQuerySchema
 
 bp = Blueprint("batch", __name__)
 _QUERY = BatchQuerySchema()

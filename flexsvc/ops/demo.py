@@ -19,13 +19,13 @@ from pathlib import Path
 
 import psycopg
 
-from flexsvc.auth import issue_token, new_api_key
 from flexsvc.config import settings_from_mapping
-from flexsvc.demo_data import DEMO_GROUP, DEMO_YEAR, seed_demo
-from flexsvc.embedded import EmbeddedPostgres, free_port, port_is_free
-from flexsvc.migrations import apply_migrations
+from flexsvc.data.migrations import apply_migrations
+from flexsvc.http.auth import issue_token, new_api_key
+from flexsvc.ops.demo_data import DEMO_GROUP, DEMO_YEAR, seed_demo
+from flexsvc.ops.embedded import EmbeddedPostgres, free_port, port_is_free
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = Path(os.environ.get("FLEXSVC_STATE_DIR", ROOT / ".flexsvc"))
 DEFAULT_PG_PORT = 54329
 DEMO_USER = "demo-user"

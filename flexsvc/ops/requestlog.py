@@ -14,7 +14,7 @@ from collections import Counter
 from flask import Flask, g, request
 from werkzeug.wrappers import Response
 
-from flexsvc import metrics
+from flexsvc.ops import metrics
 
 log = logging.getLogger("flexsvc.request")
 

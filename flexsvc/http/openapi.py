@@ -16,10 +16,10 @@ from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 
-from flexsvc.auth import API_KEY_HEADER
 from flexsvc.config import Settings
-from flexsvc.httpinput import DATABASE_HEADER, MAX_GROUP_ID_LENGTH
-from flexsvc.schemas import (
+from flexsvc.http.auth import API_KEY_HEADER
+from flexsvc.http.inputs import DATABASE_HEADER, MAX_GROUP_ID_LENGTH
+from flexsvc.rules.schemas import (
     MAX_KEY,
     BatchQuerySchema,
     BatchResponseSchema,

@@ -18,7 +18,7 @@ from typing import Any
 import jwt
 
 from flexsvc.config import ApiKey, AuthSettings, Settings
-from flexsvc.text import is_storable_text
+from flexsvc.rules.text import is_storable_text
 
 MAX_USER_LENGTH = 20
 API_KEY_HEADER = "x-api-key"

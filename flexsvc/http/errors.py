@@ -14,12 +14,12 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from flexsvc.activity import current_activity_id
-from flexsvc.auth import CHALLENGE, Forbidden, Unauthorized
-from flexsvc.batch import BatchContention, GroupNotFound
-from flexsvc.db import DatabaseUnavailable, UnknownDatabase
-from flexsvc.jsonio import json_response
-from flexsvc.records import RecordNotFound
+from flexsvc.data.batch import BatchContention, GroupNotFound
+from flexsvc.data.db import DatabaseUnavailable, UnknownDatabase
+from flexsvc.data.records import RecordNotFound
+from flexsvc.http.activity import current_activity_id
+from flexsvc.http.auth import CHALLENGE, Forbidden, Unauthorized
+from flexsvc.http.jsonio import json_response
 
 log = logging.getLogger("flexsvc.errors")
 RETRY_AFTER_SECONDS = "5"

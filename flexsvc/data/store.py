@@ -7,24 +7,14 @@ one set-based statement for the whole batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from operator import itemgetter
 
 import psycopg
 
 from flexsvc.config import PoolSettings
-from flexsvc.queries import sql
-from flexsvc.schemas import ScheduleInput
-
-
-@dataclass(frozen=True)
-class BatchFacts:
-    """What the database says about a batch, read under locks in one round trip."""
-
-    group_exists: bool
-    owners: dict[int, str]               # existing key -> its group_id (rows locked FOR UPDATE)
-    parents: frozenset[tuple[str, str]]  # (plan_id, calendar_year) of the group's GroupFlex rows
-    schedule_types: frozenset[str]
+from flexsvc.data.queries import sql
+from flexsvc.rules.planning import BatchFacts
+from flexsvc.rules.schemas import ScheduleInput
 
 
 def _timeouts(settings: PoolSettings) -> dict[str, str]:

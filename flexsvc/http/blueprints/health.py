@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app
 from werkzeug.wrappers import Response
 
-from flexsvc.errors import envelope, problem_response
-from flexsvc.health import check_databases
-from flexsvc.jsonio import json_response
+from flexsvc.http.errors import envelope, problem_response
+from flexsvc.http.jsonio import json_response
+from flexsvc.ops.health import check_databases
 
 bp = Blueprint("health", __name__)
 

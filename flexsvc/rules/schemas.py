@@ -14,13 +14,13 @@ from typing import Any, NamedTuple
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
 
-from flexsvc.datetimes import (
+from flexsvc.rules.datetimes import (
     ImpossibleDateTime,
     InvalidDateTime,
     format_datetime,
     parse_datetime,
 )
-from flexsvc.text import is_storable_text, is_utf8_encodable
+from flexsvc.rules.text import is_storable_text, is_utf8_encodable
 
 MAX_KEY = 2_147_483_647
 KEY_FIELD = "groupFlexSchedule_Key"

@@ -15,12 +15,13 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.rows import class_row
 
-from flexsvc import store
-from flexsvc.batch import GroupNotFound, ItemResult, upsert_batch
 from flexsvc.config import PoolSettings
-from flexsvc.db import Pools
-from flexsvc.queries import sql
-from flexsvc.schemas import ScheduleInput, SortKey
+from flexsvc.data import store
+from flexsvc.data.batch import GroupNotFound, upsert_batch
+from flexsvc.data.db import Pools
+from flexsvc.data.queries import sql
+from flexsvc.rules.planning import ItemResult
+from flexsvc.rules.schemas import ScheduleInput, SortKey
 
 #: GroupFlexScheduleSchema attribute -> column. The only names ORDER BY can ever contain.
 SORT_COLUMNS: dict[str, str] = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 
-from flexsvc.queries import SQL_DIR, sql
+from flexsvc.data.queries import SQL_DIR, sql
 
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 

@@ -6,7 +6,7 @@ from datetime import date
 
 import psycopg
 
-from flexsvc.queries import sql
+from flexsvc.data.queries import sql
 
 DEMO_GROUP = "DEMO01"
 DEMO_PLANS = ("FSA", "HRA")
