@@ -14,6 +14,7 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make bench  - performance benchmark"
 	@echo "make docs-check - render /docs in headless Chromium (installs Debian's chromium)"
+	@echo "make clean  - remove .venv and the demo's data (stops its PostgreSQL)"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,5 +44,8 @@ docs-check: $(STAMP)
 	command -v chromium >/dev/null 2>&1 || (apt-get update && apt-get install -y chromium)
 	$(PY) tools/docs_check.py
 
+# As root the demo's PostgreSQL data lives outside the project (see README "Running as root"):
+# the demo itself knows where, so ask it to remove the data before the virtualenv goes.
 clean:
+	if [ -x $(PY) ]; then $(PY) -m flexsvc.ops.demo --remove-data; fi
 	rm -rf $(VENV) .flexsvc .pytest_cache

@@ -75,7 +75,7 @@ def main() -> None:
     dbname = f"flexsvc_profile_{uuid.uuid4().hex[:8]}"
     try:
         if not admin_dsn:
-            server = EmbeddedPostgres(workdir / "pg")
+            server = EmbeddedPostgres.throwaway()
             admin_dsn = server.start()
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))

@@ -27,12 +27,12 @@ from tests.helpers import API_KEYS, JWT_AUDIENCE, JWT_ISSUER, JWT_SECRET
 
 
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_admin_dsn() -> Iterator[str]:
     configured = os.environ.get("FLEXSVC_TEST_DSN")
     if configured:
         yield configured
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", fast_unsafe=True)
+    server = EmbeddedPostgres.throwaway(fast_unsafe=True)
     server.start()
     yield server.admin_dsn
     server.destroy()

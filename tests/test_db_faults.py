@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -29,12 +28,11 @@ RECOVER_WITHIN = 30.0    # ... and the service recovers within 30 seconds of the
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+def server() -> Iterator[EmbeddedPostgres]:
     """Our own PostgreSQL, so stopping it cannot disturb the other tests' server."""
     # Commits must survive `pg_ctl stop -m immediate` (synchronous_commit on); fsync can be off
     # because the machine itself does not crash.
-    pg = EmbeddedPostgres(Path(tmp_path_factory.mktemp("faultpg")) / "data",
-                          settings={"fsync": "off"})
+    pg = EmbeddedPostgres.throwaway(settings={"fsync": "off"})
     pg.start()
     pg.create_database("faults")
     with psycopg.connect(pg.dsn("faults")) as conn:

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from flexsvc.ops.embedded import free_port
+from flexsvc.ops.embedded import EmbeddedPostgres, free_port
 from tests.conftest import settings_mapping
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,13 +33,19 @@ def wait_for_http(url: str, timeout: float = 60) -> None:
             time.sleep(0.3)
 
 
-@pytest.mark.slow
-def test_demo_prints_a_curl_that_works_as_printed(tmp_path):
-    port = free_port()
-    env = dict(os.environ, FLEXSVC_STATE_DIR=str(tmp_path / "state"),
-               FLEXSVC_BIND=f"127.0.0.1:{port}", FLEXSVC_DEMO_PG_PORT=str(free_port()))
+def demo_env(port: int, **extra: str) -> dict[str, str]:
+    """The environment of a demo serving on 127.0.0.1:``port`` (its PostgreSQL on a free port)."""
+    env = dict(os.environ, FLEXSVC_BIND=f"127.0.0.1:{port}",
+               FLEXSVC_DEMO_PG_PORT=str(free_port()), **extra)
     env.pop("FLEXSVC_CONFIG", None)
-    demo = subprocess.Popen([sys.executable, "-m", "flexsvc.ops.demo"], cwd=ROOT, env=env,
+    return env
+
+
+@contextmanager
+def running_demo(cwd: Path, env: dict[str, str]) -> Iterator[str]:
+    """``python -m flexsvc.ops.demo`` run in ``cwd``; yields what it printed (up to its config
+    line) once it serves, and stops it (SIGTERM, as Ctrl-C would) afterwards."""
+    demo = subprocess.Popen([sys.executable, "-m", "flexsvc.ops.demo"], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True)
     try:
@@ -49,20 +57,36 @@ def test_demo_prints_a_curl_that_works_as_printed(tmp_path):
             lines.append(line)
             if line.startswith("config:"):
                 break
-        text = "".join(lines)
-        curl = text[text.index("curl "):text.index("\n\n", text.index("curl "))]
-        wait_for_http(f"http://127.0.0.1:{port}/healthz")
-        result = subprocess.run(["bash", "-c", curl + " -w '\\n%{http_code}'"],
-                                capture_output=True, text=True, timeout=30)
-        body, _, code = result.stdout.rpartition("\n")
-        assert code == "207", result.stdout + result.stderr
-        data = json.loads(body)["data"]
-        assert [d["status"] for d in data] == [201, 201]
-        assert all(d["id"][0]["value"] > 0 for d in data)
+        wait_for_http(f"http://{env['FLEXSVC_BIND']}/healthz")
+        yield "".join(lines)
     finally:
         os.killpg(demo.pid, signal.SIGTERM)
         demo.wait(timeout=60)
-    assert not (tmp_path / "state" / "pgdata" / "postmaster.pid").exists()
+
+
+def send_printed_curl(printed: str) -> None:
+    """Run the first curl the demo printed, exactly as printed: two schedules are created."""
+    curl = printed[printed.index("curl "):printed.index("\n\n", printed.index("curl "))]
+    result = subprocess.run(["bash", "-c", curl + " -w '\\n%{http_code}'"],
+                            capture_output=True, text=True, timeout=30)
+    body, _, code = result.stdout.rpartition("\n")
+    assert code == "207", result.stdout + result.stderr
+    data = json.loads(body)["data"]
+    assert [d["status"] for d in data] == [201, 201]
+    assert all(d["id"][0]["value"] > 0 for d in data)
+
+
+@pytest.mark.slow
+def test_demo_prints_a_curl_that_works_as_printed(tmp_path):
+    env = demo_env(free_port(), FLEXSVC_STATE_DIR=str(tmp_path / "state"))
+    with running_demo(ROOT, env) as printed:
+        send_printed_curl(printed)
+    kept = EmbeddedPostgres.kept_for(tmp_path / "state")
+    try:
+        assert (kept.datadir / "PG_VERSION").exists()          # the data is kept ...
+        assert not (kept.datadir / "postmaster.pid").exists()  # ... and the server stopped
+    finally:
+        kept.destroy()
 
 
 def test_flask_migrate_command_line(tmp_path, tenant_dsns):

@@ -28,8 +28,8 @@ from tests.servers import REPO, PgBouncer, run_pgbouncer, write_config
 
 
 @pytest.fixture(scope="module")
-def second_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg-second") / "data", fast_unsafe=True)
+def second_server() -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres.throwaway(fast_unsafe=True)
     server.start()
     yield server
     server.destroy()

@@ -1,13 +1,16 @@
 """`make run`: a self-contained demo on an embedded PostgreSQL.
 
-Starts PostgreSQL under ``.flexsvc/`` (kept between runs), creates and migrates the ``demo``
-database, seeds group DEMO01 with GroupFlex rows for plans FSA and HRA (2026), writes
+Starts PostgreSQL with its data kept between runs (``.flexsvc/pgdata``; as root, a folder
+the server's own user can reach: see ``EmbeddedPostgres.kept_for``), creates and migrates the
+``demo`` database, seeds group DEMO01 with GroupFlex rows for plans FSA and HRA (2026), writes
 ``.flexsvc/demo.toml`` with a fresh development API key and JWT secret, prints a curl command
 that works as printed, and runs gunicorn in the foreground. Ctrl-C stops both.
+``--remove-data`` (run by ``make clean``) stops that PostgreSQL and deletes its data.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -23,7 +26,13 @@ from flexsvc.config import settings_from_mapping
 from flexsvc.data.migrations import apply_migrations
 from flexsvc.http.auth import issue_token, new_api_key
 from flexsvc.ops.demo_data import DEMO_GROUP, DEMO_YEAR, seed_demo
-from flexsvc.ops.embedded import EmbeddedPostgres, free_port, port_is_free
+from flexsvc.ops.embedded import (
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    free_port,
+    port_is_free,
+)
+from flexsvc.ops.operator_errors import database_error, exit_with
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE_DIR = Path(os.environ.get("FLEXSVC_STATE_DIR", ROOT / ".flexsvc"))
@@ -71,18 +80,59 @@ def demo_curl(base_url: str, api_key: str, token: str) -> str:
     ])
 
 
-def main() -> int:
-    STATE_DIR.mkdir(exist_ok=True)
-    pg_port = int(os.environ.get("FLEXSVC_DEMO_PG_PORT", DEFAULT_PG_PORT))
-    server = EmbeddedPostgres(STATE_DIR / "pgdata", pg_port if port_is_free(pg_port)
-                              else free_port())
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        exit_with(f"{self.prog}: {message} (see --help)")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _OneLineParser(prog="python -m flexsvc.ops.demo", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--remove-data", action="store_true",
+                        help="stop the demo's PostgreSQL and delete its data, then exit")
+    return parser.parse_args(argv)
+
+
+def _demo_pg_port() -> int:
+    text = os.environ.get("FLEXSVC_DEMO_PG_PORT", str(DEFAULT_PG_PORT))
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        exit_with(f"FLEXSVC_DEMO_PG_PORT must be a TCP port number (1-65535), got {text!r}")
+    return int(text)
+
+
+def _start_database(server: EmbeddedPostgres) -> str:
+    """Start the embedded server, create, migrate and seed ``demo``; return its DSN."""
     print(f"starting embedded PostgreSQL in {server.datadir} on port {server.port} ...",
           flush=True)
-    server.start()
-    dsn = server.create_database("demo")
-    with psycopg.connect(dsn) as conn:
-        apply_migrations(conn)
-        seed_demo(conn)
+    try:
+        server.start()
+        dsn = server.create_database("demo")
+        with psycopg.connect(dsn) as conn:
+            apply_migrations(conn)
+            seed_demo(conn)
+    except EmbeddedPostgresError as exc:
+        exit_with(str(exc))
+    except subprocess.CalledProcessError as exc:
+        reason = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        exit_with(f"embedded PostgreSQL in {server.datadir}: {Path(exc.cmd[0]).name} failed"
+                  + (f": {reason[-1]}" if reason else f" (exit status {exc.returncode})"))
+    except psycopg.Error as exc:
+        exit_with(f"embedded PostgreSQL on port {server.port}, database demo: "
+                  f"{database_error(exc)}")
+    return dsn
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    pg_port = _demo_pg_port()
+    server = EmbeddedPostgres.kept_for(STATE_DIR, pg_port if port_is_free(pg_port)
+                                       else free_port())
+    if args.remove_data:
+        server.destroy()
+        print(f"removed the demo's PostgreSQL data ({server.datadir})")
+        return 0
+    STATE_DIR.mkdir(exist_ok=True)
+    dsn = _start_database(server)
 
     api_key, digest = new_api_key()
     jwt_secret = secrets.token_urlsafe(32)
