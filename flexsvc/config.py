@@ -2,7 +2,9 @@
 
 Settings come from the TOML file named by ``FLEXSVC_CONFIG``; a few secrets may come from the
 environment instead (see ``docs/CONFIGURATION.md``). Everything is validated once at start-up so a
-bad file fails loudly before the first request, not in the middle of one.
+bad file fails loudly before the first request, not in the middle of one. Every error names the
+file and the key (``pool.max_size``), never a secret's or a DSN's value: it is shown to the
+operator as one line (``flexsvc.ops.operator_errors``).
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from psycopg import conninfo
 
 DATABASE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -110,6 +115,7 @@ class Settings:
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read and validate the TOML file at ``path`` (default: ``$FLEXSVC_CONFIG``)."""
+    named_by = "" if path else " (FLEXSVC_CONFIG)"
     path = path or os.environ.get("FLEXSVC_CONFIG")
     if not path:
         raise ConfigError("FLEXSVC_CONFIG is not set; point it at a TOML file (see README)")
@@ -117,10 +123,16 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError as exc:
-        raise ConfigError(f"configuration file not found: {path}") from exc
-    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file not found: {path}{named_by}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}{named_by}: "
+                          f"{exc.strerror or exc}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
-    return settings_from_mapping(raw, source=str(path), base_dir=Path(path).parent)
+    try:
+        return settings_from_mapping(raw, source=str(path), base_dir=Path(path).parent)
+    except ConfigError as exc:
+        raise ConfigError(f"configuration file {path}: {exc}") from exc
 
 
 def settings_from_mapping(
@@ -129,6 +141,12 @@ def settings_from_mapping(
 ) -> Settings:
     """Build validated settings from an already-parsed TOML document."""
     env = os.environ if environ is None else environ
+    for name in ("databases", "auth", "pool", "pools", "limits", "metrics"):
+        if not isinstance(raw.get(name, {}), dict):
+            raise ConfigError(f"{name} must be a table ([{name}])")
+    if not isinstance(raw.get("api_keys", []), list) or not all(
+            isinstance(entry, dict) for entry in raw.get("api_keys", [])):
+        raise ConfigError("api_keys must be an array of tables ([[api_keys]])")
     databases = _databases(raw.get("databases", {}), env)
     auth = _auth(raw.get("auth", {}), env, base_dir or Path.cwd())
     api_keys = tuple(_api_key(entry, databases) for entry in raw.get("api_keys", []))
@@ -141,10 +159,12 @@ def settings_from_mapping(
     if metrics.database_labels not in METRICS_DATABASE_LABELS:
         raise ConfigError(f"metrics.database_labels must be one of {METRICS_DATABASE_LABELS}")
     limits = _section(LimitSettings, raw.get("limits", {}), "limits")
-    if limits.max_body_bytes < 2 or limits.max_items < 1:
-        raise ConfigError("limits: max_body_bytes and max_items must be positive")
+    if limits.max_body_bytes < 2:
+        raise ConfigError("limits.max_body_bytes must be at least 2")
+    if limits.max_items < 1:
+        raise ConfigError("limits.max_items must be positive")
     if not limits.body_stall_seconds > 0:
-        raise ConfigError("limits: body_stall_seconds must be positive")
+        raise ConfigError("limits.body_stall_seconds must be positive")
     return Settings(databases=databases, auth=auth, api_keys=api_keys, pool=pool,
                     limits=limits, source=source, pool_overrides=pool_overrides,
                     metrics=metrics)
@@ -188,16 +208,21 @@ def _pool_overrides(section: dict[str, Any], base: PoolSettings,
 
 
 def _databases(section: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
-    if not isinstance(section, dict):
-        raise ConfigError("[databases] must be a table of name = DSN")
     databases: dict[str, str] = {}
     for name, dsn in section.items():
         if not DATABASE_NAME.match(name):
             raise ConfigError(f"databases: invalid database name {name!r}")
         override = env.get(database_env_var(name))
+        where = (f"{database_env_var(name)} (overriding databases.{name})" if override
+                 else f"databases.{name}")
         dsn = override or dsn
         if not isinstance(dsn, str) or not dsn:
-            raise ConfigError(f"databases.{name}: DSN must be a non-empty string")
+            raise ConfigError(f"{where}: DSN must be a non-empty string")
+        try:
+            conninfo.conninfo_to_dict(dsn)
+        except Exception:   # libpq's message quotes the DSN, password included: not shown
+            raise ConfigError(f"{where}: not a valid PostgreSQL connection string (a "
+                              f"postgresql:// URI or key=value pairs)") from None
         databases[name] = dsn
     return databases
 
@@ -209,10 +234,24 @@ def database_env_var(name: str) -> str:
 
 def _auth(section: dict[str, Any], env: dict[str, str], base_dir: Path) -> AuthSettings:
     section = dict(section)
+    known = set(AuthSettings.__dataclass_fields__) - {"jwt_public_key"} | {"jwt_public_key_file"}
+    unknown = set(section) - known
+    if unknown:   # first: a misspelt key would otherwise look like a missing one
+        raise ConfigError(f"auth: unknown keys {sorted(unknown)}")
+    for key in ("jwt_secret", "jwt_public_key_file", "jwt_issuer", "jwt_audience",
+                "jwt_user_claim"):
+        if not isinstance(section.get(key, ""), str):
+            raise ConfigError(f"auth.{key} must be a string")
+    leeway = section.get("jwt_leeway_seconds", 0)
+    if isinstance(leeway, bool) or not isinstance(leeway, int) or leeway < 0:
+        raise ConfigError("auth.jwt_leeway_seconds must be a non-negative integer")
     require = section.pop("require", "both")
     if require not in ("both", "either"):
         raise ConfigError('auth.require must be "both" or "either"')
-    algorithms = tuple(section.pop("jwt_algorithms", ["HS256"]))
+    algorithms = section.pop("jwt_algorithms", ["HS256"])
+    if not isinstance(algorithms, list) or not all(isinstance(a, str) for a in algorithms):
+        raise ConfigError('auth.jwt_algorithms must be a list of names, e.g. ["HS256"]')
+    algorithms = tuple(algorithms)
     if not algorithms or any(a not in ALLOWED_JWT_ALGORITHMS for a in algorithms):
         raise ConfigError(f"auth.jwt_algorithms must be a non-empty subset of "
                           f"{sorted(ALLOWED_JWT_ALGORITHMS)} ('none' is never allowed)")
@@ -231,7 +270,8 @@ def _auth(section: dict[str, Any], env: dict[str, str], base_dir: Path) -> AuthS
         try:
             public_key = key_path.read_text()
         except OSError as exc:
-            raise ConfigError(f"auth.jwt_public_key_file: cannot read {key_path}") from exc
+            raise ConfigError(f"auth.jwt_public_key_file: cannot read {key_path}: "
+                              f"{exc.strerror or exc}") from exc
     if True in symmetric and not secret:
         raise ConfigError("auth.jwt_secret (or FLEXSVC_JWT_SECRET) is required for HS* algorithms")
     if False in symmetric and not public_key:
@@ -240,10 +280,8 @@ def _auth(section: dict[str, Any], env: dict[str, str], base_dir: Path) -> AuthS
         require=require, jwt_algorithms=algorithms, jwt_secret=secret, jwt_public_key=public_key,
         jwt_issuer=section.pop("jwt_issuer", None), jwt_audience=section.pop("jwt_audience", None),
         jwt_user_claim=section.pop("jwt_user_claim", "sub"),
-        jwt_leeway_seconds=int(section.pop("jwt_leeway_seconds", 0)),
+        jwt_leeway_seconds=section.pop("jwt_leeway_seconds", 0),
     )
-    if section:
-        raise ConfigError(f"auth: unknown keys {sorted(section)}")
     return settings
 
 
@@ -264,11 +302,22 @@ def _api_key(entry: dict[str, Any], databases: dict[str, str]) -> ApiKey:
 
 
 def _section(cls: type, section: dict[str, Any], label: str) -> Any:
+    """``cls`` built from a TOML table: unknown keys and values of the wrong type or below zero
+    are errors naming ``label.key`` (these are numbers and names, never secrets: shown)."""
     known = set(cls.__dataclass_fields__)
     unknown = set(section) - known
     if unknown:
         raise ConfigError(f"{label}: unknown keys {sorted(unknown)}")
-    try:
-        return cls(**section)
-    except TypeError as exc:  # pragma: no cover - defensive
-        raise ConfigError(f"{label}: {exc}") from exc
+    types = typing.get_type_hints(cls)
+    for key, value in section.items():
+        expected = types[key]
+        if value is None and type(None) in typing.get_args(expected):
+            continue
+        if expected in (int, float) or int in typing.get_args(expected):
+            number = (int, float) if expected is float else int
+            if isinstance(value, bool) or not isinstance(value, number) or value < 0:
+                kind = "an integer" if number is int else "a number"
+                raise ConfigError(f"{label}.{key} must be {kind} >= 0, got {value!r}")
+        elif expected is str and not isinstance(value, str):
+            raise ConfigError(f"{label}.{key} must be a string, got {value!r}")
+    return cls(**section)

@@ -82,7 +82,7 @@ def demo_curl(base_url: str, api_key: str, token: str) -> str:
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
-        exit_with(f"{self.prog}: {message} (see --help)")
+        exit_with(f"{self.prog}: {message} (see --help)", status=2)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

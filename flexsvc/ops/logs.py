@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from flexsvc.config import ConfigError
 from flexsvc.http.activity import current_activity_id
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -127,12 +128,24 @@ def gunicorn_logconfig(level: str = "INFO") -> dict[str, Any]:
     }
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(level: str | None = None) -> str:
+    """``level``, else ``FLEXSVC_LOG_LEVEL``, else INFO; upper case, checked."""
+    chosen = (level or os.environ.get("FLEXSVC_LOG_LEVEL") or "INFO").upper()
+    if chosen not in LOG_LEVELS:
+        raise ConfigError(f"FLEXSVC_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, "
+                          f"got {chosen.lower()!r}")
+    return chosen
+
+
 def configure_logging(level: str | None = None) -> None:
     """Send all logs as JSON lines to standard error (where gunicorn's own logs go).
 
     The level comes from ``FLEXSVC_LOG_LEVEL`` (default INFO) unless given.
     """
-    level = (level or os.environ.get("FLEXSVC_LOG_LEVEL") or "INFO").upper()
+    level = log_level(level)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -8,6 +8,7 @@ Lines never carry a DSN or a secret: database errors are reduced to the server's
 
 from __future__ import annotations
 
+import sys
 from typing import NoReturn
 
 import psycopg
@@ -30,6 +31,7 @@ def database_error(exc: psycopg.Error) -> str:
     return one_line(primary or str(exc) or exc.__class__.__name__)
 
 
-def exit_with(message: str) -> NoReturn:
-    """Stop the process with ``message`` as its only line on stderr (exit status 1)."""
-    raise SystemExit(PREFIX + one_line(message))
+def exit_with(message: str, status: int = 1) -> NoReturn:
+    """Stop the process with ``message`` as its only line on stderr (2: a usage mistake)."""
+    print(PREFIX + one_line(message), file=sys.stderr, flush=True)
+    raise SystemExit(status)
