@@ -86,8 +86,8 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _OneLineParser(prog="python -m flexsvc.ops.demo", description=__doc__.split(
-        "\n")[0])
+    parser = _OneLineParser(prog="python -m flexsvc.ops.demo",
+                            description=__doc__.splitlines()[0])
     parser.add_argument("--remove-data", action="store_true",
                         help="stop the demo's PostgreSQL and delete its data, then exit")
     return parser.parse_args(argv)
