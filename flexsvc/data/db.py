@@ -8,7 +8,7 @@ is down or restarting, the connection was dropped (also mid-pipeline), the serve
 A connection that met a read-only server or lost prepared statements is discarded, not reused.
 
 Server-side prepared statements are off by default (``prepare_threshold = None``): a pooler in
-transaction mode (PgBouncer < 1.21, or without ``max_prepared_statements``) moves transactions
+transaction mode (PgBouncer < 1.22, or without ``max_prepared_statements``) moves transactions
 between server connections, so a statement psycopg prepared on one is missing, or another one
 by the same name, on the next. If an operator turns them on and the server loses them anyway,
 the pool stops preparing for that database (docs/DEPLOYMENT.md, "PgBouncer").
@@ -100,8 +100,10 @@ class Pools:
         """True when ``conn`` must not serve again: its server is read-only, or it lost our
         prepared statements (then no connection of this database prepares any more)."""
         if isinstance(exc, PREPARED_STATEMENT_ERRORS) and conn.prepare_threshold is not None:
-            if database not in self._unprepared:
+            with self._lock:
+                first = database not in self._unprepared
                 self._unprepared.add(database)
+            if first:
                 log.warning("database %s lost prepared statements (%s): a pooler in "
                             "transaction mode? No more prepared statements for it in this "
                             "process; set prepare_threshold = false for it",
