@@ -52,11 +52,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="FLEXSVC_WORKERS for gunicorn")
     parser.add_argument("--threads", type=int, help="FLEXSVC_THREADS for gunicorn")
     parser.add_argument("--pool-size", type=int, default=4, help="pool max_size per worker")
+    parser.add_argument("--prepare-threshold", type=_threshold, metavar="N|off",
+                        help="the service's [pool] prepare_threshold (default: its default)")
+    parser.add_argument("--compare-prepare-threshold", type=_threshold, metavar="N|off",
+                        help="also serve from a second gunicorn with this prepare_threshold: "
+                             "its 10k batches alternate with the other methods, and the "
+                             "small-batch phase alternates between the two")
+    parser.add_argument("--small-reps", type=int, default=1,
+                        help="small-batch phases per gunicorn (alternating when comparing)")
     parser.add_argument("--no-round-trips", action="store_true",
                         help="skip the statement-per-item-with-a-round-trip-each method")
     parser.add_argument("--no-doc", action="store_true", help="do not update PERFORMANCE.md")
     parser.add_argument("--strict", action="store_true", help="exit 1 if service/floor > 2.0")
     return parser.parse_args(argv)
+
+
+def _threshold(value: str) -> int | bool:
+    """``off`` (TOML false: never prepare) or a non-negative integer."""
+    if value.lower() in ("off", "false", "none"):
+        return False
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError("an integer >= 0 or 'off'")
+    return int(value)
+
+
+def threshold_label(value: int | bool | None) -> str:
+    return "default" if value is None else "off" if value is False else str(value)
+
+
+ALT = "service_alt"   # the second gunicorn of --compare-prepare-threshold
 
 
 class Errors:
@@ -76,25 +100,29 @@ def check(errors: Errors, what: str, created: int, updated: int, batch: Batch) -
                    f"{batch.size - half}")
 
 
-def big_rounds(args: argparse.Namespace, dsn: str, client: Client, errors: Errors,
+def big_rounds(args: argparse.Namespace, dsn: str, clients: dict[str, Client], errors: Errors,
                sampler: RssSampler) -> dict[str, list[float]]:
-    """Alternating rounds of the three methods, each from the same seeded state."""
+    """Alternating rounds of the methods (one per service in ``clients``), each from the same
+    seeded state."""
     existing = args.items // 2
     batch = make_batch(args.items)
     body = orjson.dumps(batch.items)
+    client = clients["service"]
 
-    def service(_conn: psycopg.Connection) -> tuple[float, int, int]:
-        elapsed, status, statuses = client.put_batch(body)
-        if status != 207:
-            errors.add(f"service: HTTP {status}")
-        other = sum(n for s, n in statuses.items() if s not in (200, 201))
-        if other:
-            errors.add(f"service: {other} items answered {dict(statuses)}")
-        return elapsed, statuses[201], statuses[200]
+    def service(name: str) -> Callable[[psycopg.Connection], tuple[float, int, int]]:
+        def run(_conn: psycopg.Connection) -> tuple[float, int, int]:
+            elapsed, status, statuses = clients[name].put_batch(body)
+            if status != 207:
+                errors.add(f"{name}: HTTP {status}")
+            other = sum(n for s, n in statuses.items() if s not in (200, 201))
+            if other:
+                errors.add(f"{name}: {other} items answered {dict(statuses)}")
+            return elapsed, statuses[201], statuses[200]
+        return run
 
     methods: dict[str, Callable[[psycopg.Connection], tuple[float, int, int]]] = {
         "floor": lambda conn: run_floor(conn, batch),
-        "service": service,
+        **{name: service(name) for name in clients},
         "per_item": lambda conn: run_per_item(conn, batch),
     }
     if not args.no_round_trips:
@@ -188,6 +216,46 @@ def small_batches(args: argparse.Namespace, port: int, headers: dict[str, str],
             "p99": pct(0.99), "errors": sum(failures.values())}
 
 
+def combine(phases: list[dict[str, float]]) -> dict[str, float]:
+    """Several small-batch phases of one service: medians of the rates, sums of the counts."""
+    return {"requests": sum(p["requests"] for p in phases),
+            "rps": statistics.median(p["rps"] for p in phases),
+            "p50": statistics.median(p["p50"] for p in phases),
+            "p99": statistics.median(p["p99"] for p in phases),
+            "errors": sum(p["errors"] for p in phases),
+            "each": [p["rps"] for p in phases]}
+
+
+def comparison(args: argparse.Namespace, times: dict[str, list[float]],
+               small: dict[str, dict[str, float]]) -> list[str]:
+    """The two prepare_threshold settings side by side (--compare-prepare-threshold)."""
+    if ALT not in times:
+        return []
+    a, b = (threshold_label(args.prepare_threshold),
+            threshold_label(args.compare_prepare_threshold))
+    big = {name: statistics.median(times[name]) for name in ("service", ALT)}
+    paired = statistics.median(x / y for x, y in zip(times[ALT], times["service"], strict=True))
+
+    def rates(name: str) -> str:
+        return " / ".join(f"{r:.0f}" for r in small[name]["each"])
+
+    return [
+        "",
+        f"| prepare_threshold: {a} vs {b} | {a} | {b} | {b} / {a} |",
+        "|---|---|---|---|",
+        f"| {args.items:,}-item batch, median | {big['service'] * 1000:.0f} ms | "
+        f"{big[ALT] * 1000:.0f} ms | {big[ALT] / big['service']:.2f} "
+        f"(per round {paired:.2f}) |",
+        f"| {args.clients} x {args.small} items, req/s (median of phases) | "
+        f"{small['service']['rps']:.0f} ({rates('service')}) | "
+        f"{small[ALT]['rps']:.0f} ({rates(ALT)}) | "
+        f"{small[ALT]['rps'] / small['service']['rps']:.2f} |",
+        f"| {args.clients} x {args.small} items, p50 / p99 | "
+        f"{small['service']['p50'] * 1000:.1f} / {small['service']['p99'] * 1000:.1f} ms | "
+        f"{small[ALT]['p50'] * 1000:.1f} / {small[ALT]['p99'] * 1000:.1f} ms | |",
+    ]
+
+
 def machine(dsn: str) -> dict[str, str]:
     cpu = platform.processor() or "unknown"
     try:
@@ -204,10 +272,11 @@ def machine(dsn: str) -> dict[str, str]:
             "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
-def render(args: argparse.Namespace, times: dict[str, list[float]], small: dict[str, float],
-           rss: tuple[int, int], info: dict[str, str], settings: str,
-           errors: Errors, seconds: float) -> str:
+def render(args: argparse.Namespace, times: dict[str, list[float]],
+           smalls: dict[str, dict[str, float]], rss: tuple[int, int], info: dict[str, str],
+           settings: str, errors: Errors, seconds: float) -> str:
     med = {name: statistics.median(values) for name, values in times.items()}
+    small = smalls["service"]
 
     def row(label: str, name: str) -> str:
         values = times[name]
@@ -225,7 +294,7 @@ def render(args: argparse.Namespace, times: dict[str, list[float]], small: dict[
         "",
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), PostgreSQL {info['pg']} over "
         f"loopback, Python {info['python']}; load average at the end {info['load']}. "
-        f"gunicorn: {settings}.",
+        f"gunicorn: {settings}, prepare_threshold {threshold_label(args.prepare_threshold)}.",
         "",
         f"| {n} items, half updates, half creates | median | min | max |",
         "|---|---|---|---|",
@@ -252,6 +321,7 @@ def render(args: argparse.Namespace, times: dict[str, list[float]], small: dict[
         f"| p50 latency | {small['p50'] * 1000:.1f} ms |",
         f"| p99 latency | {small['p99'] * 1000:.1f} ms |",
         f"| errors | {small['errors']} |",
+        *comparison(args, times, smalls),
         "",
         "| gunicorn worker memory | RSS |",
         "|---|---|",
@@ -282,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="flexsvc-bench-"))
     server: EmbeddedPostgres | None = None
     gunicorn: Gunicorn | None = None
+    alternate: Gunicorn | None = None
     admin_dsn = os.environ.get("FLEXSVC_BENCH_DSN")
     dbname = f"flexsvc_bench_{uuid.uuid4().hex[:8]}"
     errors = Errors()
@@ -294,9 +365,18 @@ def main(argv: list[str] | None = None) -> int:
             conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
         dsn = make_conninfo(admin_dsn, dbname=dbname)
         prepare_database(dsn, args.items // 2)
-        headers = write_config(workdir / "bench.toml", dsn, args.pool_size)
+        headers = {"service": write_config(workdir / "bench.toml", dsn, args.pool_size,
+                                           args.prepare_threshold)}
         gunicorn = Gunicorn(workdir / "bench.toml", workdir / "gunicorn.log",
                             workers=args.workers, threads=args.threads)
+        servers = {"service": gunicorn}
+        if args.compare_prepare_threshold is not None:
+            headers[ALT] = write_config(workdir / "bench-alt.toml", dsn, args.pool_size,
+                                        args.compare_prepare_threshold)
+            servers[ALT] = alternate = Gunicorn(workdir / "bench-alt.toml",
+                                                workdir / "gunicorn-alt.log",
+                                                workers=args.workers, threads=args.threads)
+            alternate.wait_ready()
         gunicorn.wait_ready()
         time.sleep(0.5)
         sampler = RssSampler(gunicorn)
@@ -304,17 +384,23 @@ def main(argv: list[str] | None = None) -> int:
         conf = gunicorn.settings
         settings = (f"{conf['workers']} workers x {conf['threads']} threads "
                     f"({conf['worker_class']}), pool max_size {args.pool_size} per worker")
-        client = Client(gunicorn.port, headers)
+        clients = {name: Client(server.port, headers[name]) for name, server in servers.items()}
         print(f"gunicorn on 127.0.0.1:{gunicorn.port}: {settings}", flush=True)
         print(f"(1)-(3): {args.items:,}-item batches, {args.rounds} rounds + warm-up", flush=True)
-        times = big_rounds(args, dsn, client, errors, sampler)
-        client.close()
-        print(f"(4): {args.clients} clients x {args.small}-item batches for {args.seconds:.0f} s",
-              flush=True)
-        small = small_batches(args, gunicorn.port, headers, errors)
-        reset(dsn, args.items // 2)
+        times = big_rounds(args, dsn, clients, errors, sampler)
+        for client in clients.values():
+            client.close()
+        phases: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+        for rep in range(args.small_reps):
+            for name in list(servers)[::1 if rep % 2 == 0 else -1]:   # alternate who goes first
+                print(f"(4): {args.clients} clients x {args.small}-item batches for "
+                      f"{args.seconds:.0f} s ({name})", flush=True)
+                phases[name].append(small_batches(args, servers[name].port, headers[name],
+                                                  errors))
+                reset(dsn, args.items // 2)
+        smalls = {name: combine(values) for name, values in phases.items()}
         info = machine(dsn)
-        table = render(args, times, small, (idle_rss, sampler.peak), info, settings, errors,
+        table = render(args, times, smalls, (idle_rss, sampler.peak), info, settings, errors,
                        time.perf_counter() - began)
         print("\n" + table + "\n")
         if not args.no_doc:
@@ -322,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"written to {DOC.relative_to(ROOT)}")
         ratio = statistics.median(times["service"]) / statistics.median(times["floor"])
     finally:
+        if alternate:
+            alternate.stop()
         if gunicorn:
             gunicorn.stop()
         if admin_dsn:

@@ -25,8 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DATABASE = "bench"
 
 
-def write_config(path: Path, dsn: str, pool_size: int) -> dict[str, str]:
-    """Write the TOML config; return the request headers that authenticate against it."""
+def write_config(path: Path, dsn: str, pool_size: int,
+                 prepare_threshold: int | bool | None = None) -> dict[str, str]:
+    """Write the TOML config; return the request headers that authenticate against it.
+
+    ``prepare_threshold``: None leaves the service's default; False is TOML's "never prepare".
+    """
+    threshold = ("" if prepare_threshold is None else
+                 f"prepare_threshold = {str(prepare_threshold).lower()}\n")
     api_key, digest = new_api_key()
     jwt_secret = os.urandom(24).hex()
     path.write_text(f"""# Written by `make bench`.
@@ -48,7 +54,7 @@ databases = ["{DATABASE}"]
 [pool]
 min_size = 1
 max_size = {pool_size}
-""")
+{threshold}""")
     path.chmod(0o600)
     import tomllib
     settings = settings_from_mapping(tomllib.loads(path.read_text()), environ={})

@@ -70,7 +70,10 @@ class PoolSettings:
     max_lifetime: float = 3600.0
     statement_timeout_ms: int = 60000
     lock_timeout_ms: int = 5000
-    prepare_threshold: int | None = 5
+    #: None: never use server-side prepared statements, so a pooler in transaction mode (any
+    #: PgBouncer) works with no setting. An integer N prepares a query on a connection after N
+    #: executions: a tuning knob for direct connections (docs/DEPLOYMENT.md, "PgBouncer").
+    prepare_threshold: int | None = None
 
 
 #: [pool] keys a database may override in its own [pools.NAME] table (connection behaviour);
@@ -172,7 +175,7 @@ def settings_from_mapping(
 
 def _pool(section: dict[str, Any], label: str, base: PoolSettings | None = None) -> PoolSettings:
     """[pool] (or a [pools.NAME] override on top of ``base``); TOML has no null, so
-    ``prepare_threshold = false`` means "never prepare" (needed behind PgBouncer < 1.21)."""
+    ``prepare_threshold = false`` means "never prepare" (the default)."""
     section = dict(section)
     threshold = section.get("prepare_threshold")
     if threshold is False:

@@ -51,6 +51,16 @@ def drop_database(admin_dsn: str, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
+def second_server() -> Iterator[EmbeddedPostgres]:
+    """A PostgreSQL server of our own beside the session's (which may be a shared one): for
+    tenants on two servers, and behind PgBouncer where the tests terminate its backends."""
+    server = EmbeddedPostgres.throwaway(fast_unsafe=True)
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
 def tenant_dsns(pg_admin_dsn: str) -> Iterator[dict[str, str]]:
     """Two migrated databases, configured as tenants ``main`` and ``other``."""
     suffix = uuid.uuid4().hex[:10]

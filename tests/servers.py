@@ -1,4 +1,5 @@
-"""Real servers for tests: gunicorn with the project's config, PgBouncer, TOML config files.
+"""Real servers for tests: gunicorn with the project's config, PgBouncer, a primary with a
+synchronous standby, TOML config files.
 
 ``run_gunicorn`` is shared by several test modules; keep its interface stable:
 
@@ -30,7 +31,7 @@ from typing import Any
 import psycopg
 import requests
 
-from flexsvc.ops.embedded import free_port
+from flexsvc.ops.embedded import EmbeddedPostgres, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -181,6 +182,66 @@ def _wait_for_http(server: Gunicorn, timeout: float, workers: int = 1) -> None:
             raise RuntimeError("gunicorn did not answer /healthz in time:\n"
                                + server.output()[-4000:])
         time.sleep(0.1)
+
+
+def flask_migrate(config: Path) -> subprocess.CompletedProcess:
+    """``flask --app wsgi migrate`` with ``FLEXSVC_CONFIG=config``, as an operator runs it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEXSVC_")}
+    env["FLEXSVC_CONFIG"] = str(config)
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "migrate"], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+# --- a primary and its synchronous standby -------------------------------------------------
+
+@dataclass
+class Replicated:
+    """A primary and a streaming standby it commits synchronously to (``STANDBY_NAME``)."""
+
+    primary: EmbeddedPostgres
+    standby: EmbeddedPostgres
+
+    def dsn(self, database: str, **params: str) -> str:
+        """libpq's multi-host form: the primary first, then the standby (SPEC §11)."""
+        extra = "".join(f" {k}={v}" for k, v in params.items())
+        return (f"host=127.0.0.1,127.0.0.1 port={self.primary.port},{self.standby.port} "
+                f"dbname={database} user=postgres{extra}")
+
+    def promote(self) -> None:
+        """Make the standby the primary (waits until it accepts writes)."""
+        with psycopg.connect(self.standby.admin_dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT pg_promote(wait => true, wait_seconds => 30)").fetchone()[0]
+
+
+STANDBY_NAME = "standby1"
+
+
+@contextmanager
+def run_primary_and_standby() -> Iterator[Replicated]:
+    """Two embedded servers from the wheel: a primary with ``synchronous_standby_names`` and
+    ``synchronous_commit = on``, and a hot standby made with pg_basebackup that streams from it.
+    A commit is acknowledged only once the standby has flushed it, so a promoted standby has
+    every acknowledged transaction. fsync stays off: the tests kill processes, not machines."""
+    common = {"fsync": "off", "wal_keep_size": "64MB"}
+    primary = EmbeddedPostgres.throwaway(settings={
+        **common, "synchronous_standby_names": STANDBY_NAME, "synchronous_commit": "on"})
+    standby = EmbeddedPostgres.throwaway(settings={
+        **common, "cluster_name": STANDBY_NAME, "hot_standby": "on"})
+    try:
+        primary.start()
+        standby.restore_base_backup(primary)
+        standby.start()
+        with psycopg.connect(primary.admin_dsn, autocommit=True) as conn:
+            deadline = time.monotonic() + 30
+            while conn.execute("SELECT sync_state FROM pg_stat_replication WHERE "
+                               "application_name = %s", (STANDBY_NAME,)).fetchone() != ("sync",):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the standby did not become synchronous")
+                time.sleep(0.1)
+        yield Replicated(primary, standby)
+    finally:
+        standby.destroy()
+        primary.destroy()
 
 
 # --- PgBouncer ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flexsvc import create_app
 from flexsvc.config import settings_from_mapping
 from tests.conftest import settings_mapping
-from tests.helpers import item, put_batch, statuses
+from tests.helpers import headers, item, put_batch, statuses
 
 
 def test_pools_are_created_on_first_use_and_bounded(tenant_dsns, clean_db):
@@ -43,3 +43,29 @@ def test_tables_and_seeded_schedule_types(clean_db):
         "WHERE table_name = 'group_flex_schedule' AND column_name = 'group_flex_schedule_key'"
     ).fetchone()
     assert identity == ("YES", "BY DEFAULT")
+
+
+def test_prepared_statements_are_a_knob_off_by_default(tenant_dsns, clean_db):
+    """No server-side prepared statements by default (PgBouncer-safe, SPEC §10); with the
+    knob on (a direct connection), the same routes prepare their queries and answer the same."""
+    def run(pool: dict) -> tuple[list, int]:
+        mapping = settings_mapping(tenant_dsns, pool={"min_size": 0, "max_size": 1, **pool})
+        app = create_app(settings_from_mapping(mapping, environ={}))
+        pools = app.extensions["flexsvc.pools"]
+        try:
+            client = app.test_client()
+            answers = [statuses(put_batch(client, [item(1, plan_ID=f"P{1 + n % 2}"), item(0)]))
+                       for n in range(4)]
+            listed = [client.get("/groups/G1/flex-schedules", headers=headers()).status_code
+                      for _ in range(3)]
+            with pools.connection("main") as conn:
+                prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()
+            return [*answers, listed], prepared[0]
+        finally:
+            pools.close()
+
+    off, prepared_off = run({})
+    clean_db.execute("TRUNCATE group_flex_schedule RESTART IDENTITY")
+    on, prepared_on = run({"prepare_threshold": 0})
+    assert off == on == [[201, 201], [200, 201], [200, 201], [200, 201], [200, 200, 200]]
+    assert prepared_off == 0 and prepared_on > 5

@@ -90,7 +90,7 @@ def test_list_sorts_by_fields_with_the_key_as_tiebreaker(client, db):
 
 
 def test_list_can_be_repeated_many_times(client, db):
-    """Past psycopg's prepare threshold the same queries are prepared; answers stay right."""
+    """The same queries over and over on a pooled connection; answers stay right."""
     seed(client, [item(1), item(2)])
     for _ in range(12):
         assert keys(client.get(f"{BASE}?sortBy=schedule_Date", headers=headers())) == [1, 2]

@@ -18,7 +18,7 @@ from psycopg import errors as pg_errors
 
 from flexsvc.config import PoolSettings
 from flexsvc.data import store
-from flexsvc.data.db import Pools
+from flexsvc.data.db import CONNECTION_ERRORS, Pools
 from flexsvc.rules.planning import (
     BatchEntry,
     BatchPlan,
@@ -67,7 +67,7 @@ def upsert_batch(
                 # A retry runs alone (the batch writers' lock in exclusive mode), so it cannot
                 # meet another concurrent create or deadlock: overlapping batches cannot starve.
                 exclusive = True
-            except (GroupNotFound, psycopg.OperationalError):
+            except (GroupNotFound, *CONNECTION_ERRORS):
                 raise
             except psycopg.Error:
                 if isolate:
@@ -155,7 +155,7 @@ def _write_row_by_row(
         try:
             with conn.transaction():
                 written = store.upsert_schedules(conn, group_id, [plan.rows[key]], user)
-        except psycopg.OperationalError:
+        except CONNECTION_ERRORS:
             raise
         except psycopg.Error:
             log.exception("writing key %s failed", key)

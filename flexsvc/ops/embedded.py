@@ -271,6 +271,16 @@ class EmbeddedPostgres:
                     f"{self.datadir} belongs to uid {owner}, not to {RUN_AS}, which runs the "
                     f"embedded PostgreSQL; use an empty or missing folder") from None
 
+    def restore_base_backup(self, primary: EmbeddedPostgres) -> None:
+        """Fill this server's (new, empty) data folder with a base backup of ``primary`` that
+        follows it as a streaming standby (``pg_basebackup -R``): for replication tests."""
+        self._prepare_datadir()
+        self.run_tool("pg_basebackup", "-D", str(self.datadir), "-h", "127.0.0.1",
+                      "-p", str(primary.port), "-U", "postgres", "-R", "-X", "stream",
+                      "--checkpoint=fast", timeout=120)
+        if self._account is None:
+            self.datadir.chmod(0o700)   # ours; PostgreSQL refuses a group/world-readable one
+
     def initialise(self) -> None:
         """Create the cluster if the folder does not hold one yet."""
         self._prepare_datadir()
