@@ -91,6 +91,38 @@ def test_list_sorts_by_fields_with_the_key_as_tiebreaker(client, db):
                                           headers=headers()).headers["Link"]
 
 
+def test_list_filters_by_plan_year_and_type(client, db):
+    db.execute("INSERT INTO group_flex VALUES ('G1', 'P1', '2027', '2027-01-01', '2027-12-31')")
+    seed(client, [item(1), item(2, plan_ID="P2"), item(3, schedule_Type="weekly"),
+                  item(4, calendar_Year="2027", schedule_Date="2027-02-01"),
+                  item(5, plan_ID="P2", schedule_Type="WEEKLY"), item(6, schedule_Type="CUSTOM")])
+    seed(client, [item(7, group_ID=OTHER_GROUP, schedule_Type="WEEKLY")], group=OTHER_GROUP)
+
+    def listed(query: str) -> tuple[list[int], str]:
+        response = client.get(f"{BASE}?{query}", headers=headers())
+        return keys(response), response.headers["X-Total-Count"]
+
+    assert listed("plan_ID=P2") == ([2, 5], "2")
+    assert listed("calendar_Year=2027") == ([4], "1")
+    assert listed("schedule_Type=weekly") == ([3, 5], "2")        # any case, as on writes
+    assert listed("schedule_Type=WEEKLY&plan_ID=P1&calendar_Year=2026") == ([3], "1")
+    assert listed("PLAN_id=P2&Schedule_type=Weekly") == ([5], "1")  # names in any case too
+    assert listed("plan_ID=p2") == ([], "0")                        # plan and year: exact
+    assert listed("plan_ID=P1' OR '1'='1") == ([], "0")
+    assert listed("schedule_Type=MONTHLY&pageSize=1&page=2&sortBy=groupFlexSchedule_Key:desc"
+                  ) == ([2], "3")
+    link = client.get(f"{BASE}?plan_ID=P1&schedule_Type=monthly&pageSize=1",
+                      headers=headers()).headers["Link"]
+    assert "plan_ID=P1" in link and "schedule_Type=MONTHLY" in link and "page=2" in link
+
+
+@pytest.mark.parametrize("query", ["plan_ID=" + "P" * 21, "calendar_Year=20266",
+                                   "schedule_Type=" + "X" * 17, "plan_ID=", "plan_ID=P%00"])
+def test_list_filter_values_are_validated(client, db, query):
+    error = problem(client.get(f"{BASE}?{query}", headers=headers()), 400)
+    assert query.split("=")[0] in error["detail"]
+
+
 def test_list_can_be_repeated_many_times(client, db):
     """Past psycopg's prepare threshold the same queries are prepared; answers stay right."""
     seed(client, [item(1), item(2)])

@@ -143,12 +143,15 @@ class GroupFlexScheduleSchema(Schema):
     plan_id = _string(20, data_key="plan_ID", metadata={
         "description": "References GroupFlex.Plan_ID value on the parent record."})
     schedule_date = FlexDateTime(data_key="schedule_Date", required=True, metadata={
-        "description": "The scheduled date of the flex payment (UTC, returned without offset).",
+        "description": "The scheduled date of the flex payment (UTC, returned without offset). "
+                       "Stored as sent for CUSTOM; for every other type, calculated: the first "
+                       "date of the GroupFlex's series on or after the UTC day sent.",
         "type": "string", "format": "date-time"})
     schedule_type = UpperString(
         data_key="schedule_Type", required=True, validate=validate.Length(1, 16), metadata={
             "description": "The type of schedule (CUSTOM, WEEKLY, BIWEEKLY, SEMIMONTHLY, "
-                           "MONTHLY, QUARTERLY); any case, stored upper-case."})
+                           "MONTHLY, QUARTERLY, or a type an administrator added); any case, "
+                           "stored upper-case."})
     entry_date = FlexDateTime(data_key="entry_Date", dump_only=True, metadata={
         "description": "Set by the server when the record is created.",
         "type": "string", "format": "date-time"})
@@ -225,7 +228,9 @@ def describe_errors(messages: dict[str, Any], subject: str = "GroupFlexSchedule"
 
 class IdPairSchema(Schema):
     key = fields.String(allow_none=True, metadata={"example": "groupFlexSchedule_Key"})
-    value = fields.Raw(allow_none=True, metadata={"description": "The key as stored or as sent."})
+    value = fields.Raw(allow_none=True, metadata={
+        "description": "The key as stored or as sent (a lay-out's results also have a "
+                       "schedule_Date pair: the row's date)."})
 
 
 class ItemResultSchema(Schema):
@@ -236,8 +241,9 @@ class ItemResultSchema(Schema):
 
     id = fields.List(fields.Nested(IdPairSchema), required=True)
     status = fields.Integer(required=True, metadata={
-        "description": "201 created, 200 updated, 400 invalid, 409 key under another group, "
-                       "422 missing reference, 424 not applied (atomic), 500 unexpected"})
+        "description": "201 created, 200 updated (lay-out: unchanged), 204 deleted (lay-out), "
+                       "400 invalid, 409 key under another group, 422 missing reference or no "
+                       "date calculable, 424 not applied (atomic), 500 unexpected"})
     body = fields.String(required=True)
 
 
