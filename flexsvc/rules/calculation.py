@@ -80,8 +80,7 @@ class ScheduleCalculator:
                dates: GroupFlexDates | None = None) -> CalculatedSeries:
         """The type's series for the GroupFlex (``dates``: the GroupFlex's dates, if they differ
         from those read, as in a lay-out with a new anchor). CannotCalculate if there is none."""
-        memo_key = (plan_id, calendar_year, schedule_type)
-        found = self._series.get(memo_key) if dates is None else None
+        found = self._series.get((plan_id, calendar_year, schedule_type)) if dates is None else None
         if found is None:
             try:
                 found = self._compute(plan_id, calendar_year, schedule_type,
@@ -89,7 +88,7 @@ class ScheduleCalculator:
             except CannotCalculate as exc:
                 found = exc
             if dates is None:
-                self._series[memo_key] = found
+                self._series[plan_id, calendar_year, schedule_type] = found
         if isinstance(found, CannotCalculate):
             raise found
         return found
@@ -131,9 +130,17 @@ class ScheduleCalculator:
             f"No {schedule_type} date of the {label} is on or after {day.isoformat()}: its "
             f"series ends on {last}.")
 
-    def note(self, stored: datetime) -> str:
-        """What an item's body adds when the stored date differs from the one sent."""
-        text = self._notes.get(stored)
-        if text is None:
-            text = self._notes[stored] = f"; schedule_Date calculated as {format_datetime(stored)}"
-        return text
+    def outcome(self, plan_id: str, calendar_year: str, schedule_type: str,
+                sent: datetime) -> tuple[datetime | None, str]:
+        """For the batch's per-item loop: (the date to store, what the body adds: "" when it
+        is the date sent) or (None, why not: a 422)."""
+        try:
+            stored = self.schedule_date(plan_id, calendar_year, schedule_type, sent)
+        except CannotCalculate as exc:
+            return None, str(exc)
+        if stored == sent:
+            return stored, ""
+        note = self._notes.get(stored)
+        if note is None:
+            note = self._notes[stored] = f"; schedule_Date calculated as {format_datetime(stored)}"
+        return stored, note

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from flexsvc.rules.calculation import (
-    CannotCalculate,
-    GroupFlexDates,
-    ScheduleCalculator,
-    group_flex_label,
-)
+from flexsvc.rules.calculation import GroupFlexDates, ScheduleCalculator, group_flex_label
 from flexsvc.rules.schemas import KEY_FIELD, ScheduleInput
 
 KEYS_EXHAUSTED = (f"No new {KEY_FIELD} can be assigned: the key sequence has reached its "
@@ -77,8 +73,9 @@ def plan_batch(
     # Locals: this loop runs once per item (10,000 per big batch).
     results, item_keys, rows, created_keys = plan.results, plan.item_keys, plan.rows, plan.created
     parents, schedule_types = facts.parents, facts.schedule_types
-    calculator = ScheduleCalculator(group_id, schedule_types, parents)
-    calculate, note = calculator.schedule_date, calculator.note
+    calculate = ScheduleCalculator(group_id, schedule_types, parents).outcome
+    outcomes: dict[tuple, tuple[datetime | None, str]] = {}   # batches repeat their dates
+    new_item = tuple.__new__
     for entry in entries:
         if isinstance(entry, ItemResult):
             results.append(entry)
@@ -97,17 +94,20 @@ def plan_batch(
                                            "in flex_schedule_type.")
         else:
             calculated = ""
-            if schedule_types[entry.schedule_type] is not None:
-                try:
-                    stored = calculate(entry.plan_id, entry.calendar_year, entry.schedule_type,
-                                       entry.schedule_date)
-                except CannotCalculate as exc:
-                    results.append(ItemResult(422, key, str(exc)))
+            if schedule_types[entry.schedule_type] is not None:     # a rule: SPEC §8
+                _, item_group, plan_id, year, sent, schedule_type = entry
+                memo_key = (plan_id, year, schedule_type, sent)
+                found = outcomes.get(memo_key)
+                if found is None:
+                    found = outcomes[memo_key] = calculate(plan_id, year, schedule_type, sent)
+                stored, calculated = found
+                if stored is None:
+                    results.append(ItemResult(422, key, calculated))
                     item_keys.append(None)
                     continue
-                if stored != entry.schedule_date:
-                    entry = entry._replace(schedule_date=stored)
-                    calculated = note(stored)
+                if calculated:   # the stored date differs from the one sent
+                    entry = new_item(ScheduleInput, (key, item_group, plan_id, year, stored,
+                                                     schedule_type))
             if key == 0:
                 key = next(new_keys, None) if new_keys is not None else 0
                 if key is None:   # the key sequence is used up (SPEC: never a 500)
