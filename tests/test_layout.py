@@ -234,6 +234,16 @@ def test_a_series_without_a_date_is_422(client, db):
     problem(lay_out(client, {"schedule_Type": "WEEKLY"}), 422, "WEEKLY", "gives no date")
 
 
+def test_no_keys_left_for_the_rows_to_create_is_409_and_writes_nothing(client, db):
+    insert(db, 5, "2026-03-03", "MONTHLY")
+    db.execute("SELECT setval(pg_get_serial_sequence('group_flex_schedule', "
+               "'group_flex_schedule_key'), 2147483640)")        # 7 keys left, 52 needed
+    before = rows(db)
+    problem(lay_out(client, {"schedule_Type": "WEEKLY", "first_Payment_Date": "2026-01-05"}),
+            409, "key sequence", "Nothing was written")
+    assert rows(db) == before and first_payment_date(db) is None
+
+
 @pytest.mark.parametrize("body", [
     [], "WEEKLY", None, {}, {"schedule_Type": ""}, {"schedule_Type": "X" * 17},
     {"schedule_Type": 5}, {"schedule_Type": "WEEKLY", "first_Payment_Date": "2026-02-30"},

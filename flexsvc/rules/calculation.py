@@ -57,8 +57,9 @@ class ScheduleCalculator:
         self._group_id = group_id
         self._rules = rules
         self._group_flexes = group_flexes
-        self._recurrences: dict[str, Recurrence | RuleError] = {}
-        self._series: dict[tuple[str, str, str], CalculatedSeries | CannotCalculate] = {}
+        # Memos (a failure is kept as its message: a fresh exception is raised each time).
+        self._recurrences: dict[str, Recurrence | str] = {}
+        self._series: dict[tuple[str, str, str], CalculatedSeries | str] = {}
         self._notes: dict[datetime, str] = {}
 
     def recurrence(self, schedule_type: str) -> Recurrence:
@@ -68,12 +69,11 @@ class ScheduleCalculator:
             try:
                 parsed = parse_rule(self._rules[schedule_type] or "")
             except RuleError as exc:
-                parsed = exc
+                parsed = (f"schedule_Type {schedule_type} cannot calculate dates: its rule does "
+                          f"not parse ({exc}). An administrator must fix flex_schedule_type.rule.")
             self._recurrences[schedule_type] = parsed
-        if isinstance(parsed, RuleError):
-            raise CannotCalculate(f"schedule_Type {schedule_type} cannot calculate dates: its "
-                                  f"rule does not parse ({parsed}). An administrator must fix "
-                                  "flex_schedule_type.rule.")
+        if isinstance(parsed, str):
+            raise CannotCalculate(parsed)
         return parsed
 
     def series(self, plan_id: str, calendar_year: str, schedule_type: str,
@@ -86,11 +86,11 @@ class ScheduleCalculator:
                 found = self._compute(plan_id, calendar_year, schedule_type,
                                       dates or self._group_flexes[plan_id, calendar_year])
             except CannotCalculate as exc:
-                found = exc
+                found = str(exc)
             if dates is None:
                 self._series[plan_id, calendar_year, schedule_type] = found
-        if isinstance(found, CannotCalculate):
-            raise found
+        if isinstance(found, str):
+            raise CannotCalculate(found)
         return found
 
     def _compute(self, plan_id: str, calendar_year: str, schedule_type: str,
