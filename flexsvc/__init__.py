@@ -25,12 +25,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     requestlog.init_app(app)
     metrics.init_app(app)
 
-    from flexsvc.http.blueprints import batch, docs, health, schedules
+    from flexsvc.http.blueprints import batch, docs, health, layout, schedules
     from flexsvc.ops import cli
 
     app.register_blueprint(health.bp)
     app.register_blueprint(batch.bp)
     app.register_blueprint(schedules.bp)
+    app.register_blueprint(layout.bp)
     app.register_blueprint(docs.bp)
     cli.init_app(app)
     return app

@@ -111,6 +111,17 @@ def client(app, clean_db):
     return app.test_client()
 
 
+@pytest.fixture
+def pool_app(tenant_dsns: dict[str, str]):
+    """An app whose pool is as large as a concurrency test's clients, so the test measures
+    locking, not queueing for a connection."""
+    mapping = settings_mapping(tenant_dsns, pool={"min_size": 0, "max_size": 8,
+                                                  "wait_timeout": 20.0})
+    app = create_app(settings_from_mapping(mapping, environ={}))
+    yield app
+    app.extensions["flexsvc.pools"].close()
+
+
 def seed_groups(conn: psycopg.Connection) -> None:
     conn.execute("INSERT INTO groups (group_id, group_name) VALUES ('G1', 'Group one'), "
                  "('G2', 'Group two')")

@@ -25,8 +25,10 @@ def test_207_envelope_shape(client):
     assert response.status_code == 207
     assert body["error"] is None
     assert body["debug"]["activityID"] == response.headers["X-Activity-ID"]
+    # MONTHLY from the anchor 2026-01-01: the 15th is calculated to the next 1st (SPEC §8).
     assert body["data"] == [{"id": [{"key": "groupFlexSchedule_Key", "value": 11}],
-                             "status": 201, "body": "Created"}]
+                             "status": 201,
+                             "body": "Created; schedule_Date calculated as 2026-02-01T00:00:00"}]
 
 
 def test_create_stores_every_field_and_audit_columns(client, db):
@@ -37,7 +39,8 @@ def test_create_stores_every_field_and_audit_columns(client, db):
     (row,) = rows(db)
     assert row["group_flex_schedule_key"] == 5
     assert (row["group_id"], row["plan_id"], row["calendar_year"]) == ("G1", "P2", "2026")
-    assert row["schedule_date"] == datetime(2026, 3, 1, 8, 30)
+    # BIWEEKLY from the anchor 2026-01-01: ..., Feb 26, Mar 12 (SPEC §8).
+    assert row["schedule_date"] == datetime(2026, 3, 12)
     assert row["schedule_type"] == "BIWEEKLY"
     assert row["entry_user"] == row["update_user"] == "alice"
     assert row["entry_date"] == row["update_date"]

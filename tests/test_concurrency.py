@@ -19,10 +19,9 @@ import psycopg
 import pytest
 import requests
 
-from flexsvc import create_app
-from flexsvc.config import settings_from_mapping
 from tests.conftest import settings_mapping
-from tests.helpers import headers, item
+from tests.helpers import headers
+from tests.helpers import item as any_item
 from tests.servers import run_gunicorn, write_config
 
 pytestmark = pytest.mark.slow
@@ -31,6 +30,12 @@ URL = "/groups/G1/flex-schedules-batch"
 EPOCH = datetime(2026, 1, 1)
 #: A request (items) -> (HTTP status, parsed body); one per thread.
 Sender = Callable[[list[dict]], tuple[int, dict]]
+
+
+def item(key: int, **fields) -> dict:
+    """An item whose date is stored as sent (CUSTOM: a rule-based type would calculate it, and
+    the dates here say which client and batch wrote a row)."""
+    return any_item(key, schedule_Type="CUSTOM", **fields)
 
 
 def token_date(client: int, batch: int, position: int) -> str:
@@ -157,16 +162,6 @@ def assert_acyclic(nodes: set, edges: dict[tuple, set]) -> None:
 def stored_rows(conn: psycopg.Connection) -> dict[int, tuple[str, datetime]]:
     return {k: (plan, date) for k, plan, date in conn.execute(
         "SELECT group_flex_schedule_key, plan_id, schedule_date FROM group_flex_schedule")}
-
-
-@pytest.fixture
-def pool_app(tenant_dsns):
-    # A pool as large as the number of clients, so the test measures locking, not queueing.
-    mapping = settings_mapping(tenant_dsns, pool={"min_size": 0, "max_size": 8,
-                                                  "wait_timeout": 20.0})
-    app = create_app(settings_from_mapping(mapping, environ={}))
-    yield app
-    app.extensions["flexsvc.pools"].close()
 
 
 def flask_sender(app) -> Callable[[], Sender]:

@@ -58,7 +58,9 @@ def test_format_is_iso_without_offset():
 
 
 def test_stored_as_utc_without_offset(client, db):
-    sent = [item(i + 1, schedule_Date=text) for i, (text, _) in enumerate(ACCEPTED)]
+    # CUSTOM: the date as sent (a rule-based type would calculate it, SPEC §8).
+    sent = [item(i + 1, schedule_Date=text, schedule_Type="CUSTOM")
+            for i, (text, _) in enumerate(ACCEPTED)]
     assert statuses(put_batch(client, sent)) == [201] * len(ACCEPTED)
     assert [r["schedule_date"] for r in rows(db)] == [expected for _, expected in ACCEPTED]
 

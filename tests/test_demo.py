@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -64,23 +65,52 @@ def running_demo(cwd: Path, env: dict[str, str]) -> Iterator[str]:
         demo.wait(timeout=60)
 
 
-def send_printed_curl(printed: str) -> None:
-    """Run the first curl the demo printed, exactly as printed: two schedules are created."""
-    curl = printed[printed.index("curl "):printed.index("\n\n", printed.index("curl "))]
+def printed_curls(printed: str) -> list[str]:
+    """The curl commands the demo printed, each exactly as printed."""
+    curls, at = [], printed.find("curl ")
+    while at >= 0:
+        end = printed.index("\n\n", at)
+        curls.append(printed[at:end])
+        at = printed.find("curl ", end)
+    return curls
+
+
+def run_curl(curl: str) -> tuple[str, dict]:
     result = subprocess.run(["bash", "-c", curl + " -w '\\n%{http_code}'"],
                             capture_output=True, text=True, timeout=30)
     body, _, code = result.stdout.rpartition("\n")
-    assert code == "207", result.stdout + result.stderr
-    data = json.loads(body)["data"]
+    assert body, result.stdout + result.stderr
+    return code, json.loads(body)
+
+
+def send_printed_curl(printed: str) -> list[dict]:
+    """Run the first curl the demo printed, exactly as printed: two schedules are created."""
+    code, body = run_curl(printed_curls(printed)[0])
+    assert code == "207", body
+    data = body["data"]
     assert [d["status"] for d in data] == [201, 201]
     assert all(d["id"][0]["value"] > 0 for d in data)
+    return data
 
 
 @pytest.mark.slow
-def test_demo_prints_a_curl_that_works_as_printed(tmp_path):
+def test_demo_prints_curls_that_work_as_printed(tmp_path):
     env = demo_env(free_port(), FLEXSVC_STATE_DIR=str(tmp_path / "state"))
     with running_demo(ROOT, env) as printed:
-        send_printed_curl(printed)
+        data = send_printed_curl(printed)
+        # MONTHLY from the demo's first payment dates: FSA Friday Jan 9, HRA the 15th.
+        assert [d["body"] for d in data] == [
+            "Created; schedule_Date calculated as 2026-02-09T00:00:00", "Created"]
+
+        layout_curl = printed_curls(printed)[1]
+        assert "/flexes/FSA/2026/schedule" in layout_curl
+        code, body = run_curl(layout_curl)
+        assert code == "207", body
+        results = [(d["status"], d["id"][1]["value"], d["body"]) for d in body["data"]]
+        fridays = [(date(2026, 1, 9) + timedelta(days=14 * i)).isoformat() + "T00:00:00"
+                   for i in range(26)]
+        assert results == [(201, day, "Created") for day in fridays] + [
+            (204, "2026-02-09T00:00:00", "Deleted")]   # the batch's MONTHLY row of FSA
     kept = EmbeddedPostgres.kept_for(tmp_path / "state")
     try:
         assert (kept.datadir / "PG_VERSION").exists()          # the data is kept ...

@@ -4,12 +4,14 @@ For ANY batch of JSON values (mostly near-valid items with one or more fields sp
 arbitrary JSON), the endpoint answers 207, every item's status is one of 200/201/400/409/422 (or
 424 in atomic mode) and never 500, every status is the one an independent oracle written here
 predicts, and the database then holds exactly the last valid write of every key, nothing else.
+Rule-based types store the calculated date (SPEC §8), which the oracle states independently.
 """
 
 from __future__ import annotations
 
+import calendar
 import json
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, event, given, settings
@@ -118,6 +120,28 @@ def oracle_load(raw: Any) -> dict[str, Any] | None:
     return {"key": key, "plan": plan, "year": year, "type": schedule_type, "date": date}
 
 
+ANCHOR, TERM = date(2026, 1, 1), date(2026, 12, 31)   # every seeded GroupFlex: no first payment
+
+
+def calculated(schedule_type: str, sent: datetime) -> datetime | None:
+    """SPEC §8 for the seeded GroupFlex rows, stated without a recurrence library: the date
+    stored for ``sent`` (CUSTOM: as sent), or None past the end of the series (a 422)."""
+    day = sent.date()
+    if schedule_type == "CUSTOM":
+        return sent
+    if schedule_type in ("WEEKLY", "BIWEEKLY"):          # from Thursday 2026-01-01
+        step = 7 if schedule_type == "WEEKLY" else 14
+        result = day + timedelta(days=-(day - ANCHOR).days % step)
+    elif schedule_type in ("MONTHLY", "QUARTERLY"):      # the 1st of every (third) month
+        months = range(1, 13) if schedule_type == "MONTHLY" else (1, 4, 7, 10)
+        result = next((date(2026, m, 1) for m in months if date(2026, m, 1) >= day), TERM
+                      + timedelta(days=1))
+    else:                                                # SEMIMONTHLY: the 15th, the last day
+        last = calendar.monthrange(day.year, day.month)[1]
+        result = day.replace(day=15) if day.day <= 15 else day.replace(day=last)
+    return datetime.combine(result, time()) if result <= TERM else None
+
+
 def expected_outcome(batch: list[Any], atomic: bool) -> tuple[list[int], dict[int, tuple]]:
     """Statuses in request order and the rows after, applying items one by one."""
     owners = {FOREIGN_KEY: "G2"}
@@ -133,10 +157,12 @@ def expected_outcome(batch: list[Any], atomic: bool) -> tuple[list[int], dict[in
             statuses.append(409)
         elif (loaded["plan"], loaded["year"]) not in PARENTS or loaded["type"] not in TYPES:
             statuses.append(422)
+        elif (stored := calculated(loaded["type"], loaded["date"])) is None:
+            statuses.append(422)
         else:
             created = key == 0 or key not in owners
             statuses.append(201 if created else 200)
-            row = (loaded["plan"], loaded["type"], loaded["date"])
+            row = (loaded["plan"], loaded["type"], stored)
             if key:
                 owners[key] = "G1"
                 final[key] = row

@@ -12,8 +12,9 @@ from flexsvc.rules.schemas import GroupFlexScheduleSchema, ItemResultSchema, Pro
 from tests.conftest import settings_mapping
 
 METHODS = {"get", "put", "post", "delete", "patch"}
+LAYOUT_PATH = "/groups/{groupID}/flexes/{planID}/{calendarYear}/schedule"
 TENANT_PATHS = ("/groups/{groupID}/flex-schedules", "/groups/{groupID}/flex-schedules-batch",
-                "/groups/{groupID}/flex-schedules/{groupFlexSchedule_Key}")
+                "/groups/{groupID}/flex-schedules/{groupFlexSchedule_Key}", LAYOUT_PATH)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,8 @@ def test_path_parameters_use_the_seeds_names(spec):
     assert names == {("groupID", "path"), ("groupFlexSchedule_Key", "path")}
     assert spec["paths"]["/groups/{groupID}/flex-schedules-batch"]["parameters"][0]["name"] \
         == "groupID"
+    assert [p["name"] for p in spec["paths"][LAYOUT_PATH]["parameters"]] == [
+        "groupID", "planID", "calendarYear"]
 
 
 def test_tenant_routes_need_the_database_header_and_both_credentials(spec):
@@ -89,12 +92,16 @@ def test_tenant_routes_need_the_database_header_and_both_credentials(spec):
 def test_query_parameters_come_from_the_query_schemas(spec):
     listing = spec["paths"]["/groups/{groupID}/flex-schedules"]["get"]
     query = {p["name"]: p for p in listing["parameters"] if p.get("in") == "query"}
-    assert set(query) == {"page", "pageSize", "sortBy"}
+    assert set(query) == {"page", "pageSize", "sortBy", "plan_ID", "calendar_Year",
+                          "schedule_Type"}
+    assert query["plan_ID"]["schema"]["maxLength"] == 20
     assert query["pageSize"]["schema"]["default"] == 100
     assert query["pageSize"]["schema"]["maximum"] == 1000
     batch = spec["paths"]["/groups/{groupID}/flex-schedules-batch"]["put"]
     assert {p["name"] for p in batch["parameters"] if p.get("in") == "query"} == {
         "atomic", "dryRun"}
+    layout = spec["paths"][LAYOUT_PATH]["put"]
+    assert {p["name"] for p in layout["parameters"] if p.get("in") == "query"} == {"dryRun"}
 
 
 def ref(name: str) -> dict:
@@ -137,6 +144,18 @@ def test_bodies_reference_the_marshmallow_schemas(spec):
     assert schemas["RecordListResponse"]["properties"]["data"]["items"] == \
         ref("GroupFlexSchedule")
     assert {"X-Total-Count", "Link"} <= set(listing["headers"])
+
+    layout = paths[LAYOUT_PATH]["put"]
+    assert layout["requestBody"]["content"]["application/json"]["schema"] == \
+        ref("GroupFlexLayout")
+    assert list(schemas["GroupFlexLayout"]["properties"]) == ["schedule_Type",
+                                                             "first_Payment_Date"]
+    assert schemas["GroupFlexLayout"]["required"] == ["schedule_Type"]
+    assert schemas["GroupFlexLayout"]["properties"]["first_Payment_Date"]["format"] == "date"
+    assert layout["responses"]["207"]["content"]["application/json"]["schema"] == \
+        ref("BatchResponse")
+    assert set(layout["responses"]) >= {"207", "400", "401", "403", "404", "413", "415", "422",
+                                        "503"}
 
 
 def test_either_mode_documents_alternative_credentials(tenant_dsns):

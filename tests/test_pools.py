@@ -33,9 +33,10 @@ def test_tables_and_seeded_schedule_types(clean_db):
         "ORDER BY table_name, ordinal_position").fetchall()
     assert columns == [
         ("flex_schedule_type", "schedule_type", "NO"), ("flex_schedule_type", "description", "NO"),
+        ("flex_schedule_type", "rule", "YES"),
         ("group_flex", "group_id", "NO"), ("group_flex", "plan_id", "NO"),
         ("group_flex", "calendar_year", "NO"), ("group_flex", "effective_date", "NO"),
-        ("group_flex", "term_date", "NO"),
+        ("group_flex", "term_date", "NO"), ("group_flex", "first_payment_date", "YES"),
         ("groups", "group_id", "NO"), ("groups", "group_name", "YES"),
     ]
     identity = clean_db.execute(

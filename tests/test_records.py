@@ -34,7 +34,8 @@ def keys(response) -> list[int]:
 # --- GET list --------------------------------------------------------------------------------
 
 def test_list_renders_the_groups_records_with_the_seeds_names(client, db):
-    seed(client, [item(3, schedule_Date="2026-03-15 00:00:00 -0500"), item(1)])
+    seed(client, [item(3, schedule_Date="2026-03-15 00:00:00 -0500", schedule_Type="CUSTOM"),
+                  item(1)])
     seed(client, [item(2, group_ID=OTHER_GROUP)], group=OTHER_GROUP)
     response = client.get(BASE, headers=headers())
     assert keys(response) == [1, 3]  # G2's key 2 is not listed
@@ -74,9 +75,10 @@ def test_list_pages_in_a_stable_order(client, db):
 
 
 def test_list_sorts_by_fields_with_the_key_as_tiebreaker(client, db):
-    seed(client, [item(1, schedule_Date="2026-02-01"), item(2, schedule_Date="2026-03-01"),
+    # 2026-10-01 is both a MONTHLY and a WEEKLY date (the 1st, a Thursday like the anchor).
+    seed(client, [item(1, schedule_Date="2026-02-01"), item(2, schedule_Date="2026-10-01"),
                   item(3, schedule_Date="2026-02-01", plan_ID="P2"),
-                  item(4, schedule_Date="2026-03-01", schedule_Type="weekly")])
+                  item(4, schedule_Date="2026-10-01", schedule_Type="weekly")])
     by_date_desc = client.get(f"{BASE}?sortBy=schedule_Date:desc", headers=headers())
     assert keys(by_date_desc) == [2, 4, 1, 3]
     explicit = client.get(f"{BASE}?sortBy=schedule_Date:desc,groupFlexSchedule_Key:desc",
@@ -87,6 +89,38 @@ def test_list_sorts_by_fields_with_the_key_as_tiebreaker(client, db):
     assert keys(mixed) == [3, 1, 2, 4]
     assert "sortBy=PLAN_id" in client.get(f"{BASE}?sortBy=PLAN_id:DESC&pageSize=1",
                                           headers=headers()).headers["Link"]
+
+
+def test_list_filters_by_plan_year_and_type(client, db):
+    db.execute("INSERT INTO group_flex VALUES ('G1', 'P1', '2027', '2027-01-01', '2027-12-31')")
+    seed(client, [item(1), item(2, plan_ID="P2"), item(3, schedule_Type="weekly"),
+                  item(4, calendar_Year="2027", schedule_Date="2027-02-01"),
+                  item(5, plan_ID="P2", schedule_Type="WEEKLY"), item(6, schedule_Type="CUSTOM")])
+    seed(client, [item(7, group_ID=OTHER_GROUP, schedule_Type="WEEKLY")], group=OTHER_GROUP)
+
+    def listed(query: str) -> tuple[list[int], str]:
+        response = client.get(f"{BASE}?{query}", headers=headers())
+        return keys(response), response.headers["X-Total-Count"]
+
+    assert listed("plan_ID=P2") == ([2, 5], "2")
+    assert listed("calendar_Year=2027") == ([4], "1")
+    assert listed("schedule_Type=weekly") == ([3, 5], "2")        # any case, as on writes
+    assert listed("schedule_Type=WEEKLY&plan_ID=P1&calendar_Year=2026") == ([3], "1")
+    assert listed("PLAN_id=P2&Schedule_type=Weekly") == ([5], "1")  # names in any case too
+    assert listed("plan_ID=p2") == ([], "0")                        # plan and year: exact
+    assert listed("plan_ID=P1' OR '1'='1") == ([], "0")
+    assert listed("schedule_Type=MONTHLY&pageSize=1&page=2&sortBy=groupFlexSchedule_Key:desc"
+                  ) == ([2], "3")
+    link = client.get(f"{BASE}?plan_ID=P1&schedule_Type=monthly&pageSize=1",
+                      headers=headers()).headers["Link"]
+    assert "plan_ID=P1" in link and "schedule_Type=MONTHLY" in link and "page=2" in link
+
+
+@pytest.mark.parametrize("query", ["plan_ID=" + "P" * 21, "calendar_Year=20266",
+                                   "schedule_Type=" + "X" * 17, "plan_ID=", "plan_ID=P%00"])
+def test_list_filter_values_are_validated(client, db, query):
+    error = problem(client.get(f"{BASE}?{query}", headers=headers()), 400)
+    assert query.split("=")[0] in error["detail"]
 
 
 def test_list_can_be_repeated_many_times(client, db):
@@ -130,7 +164,8 @@ def test_list_needs_credentials_and_a_tenant(client, db):
 # --- GET one ---------------------------------------------------------------------------------
 
 def test_get_one_record(client, db):
-    seed(client, [item(5, schedule_Type="biweekly", schedule_Date="2026-04-01T10:30:00Z")])
+    seed(client, [item(5, schedule_Type="biweekly", schedule_Date="2026-04-01T10:30:00Z"),
+                  item(6, schedule_Type="custom", schedule_Date="2026-04-01T10:30:00Z")])
     response = client.get(f"{BASE}/5", headers=headers())
     assert response.status_code == 200
     record = response.get_json()["data"]
@@ -138,7 +173,11 @@ def test_get_one_record(client, db):
     assert record["group_ID"] == GROUP and record["plan_ID"] == "P1"
     assert record["calendar_Year"] == "2026"
     assert record["schedule_Type"] == "BIWEEKLY"
-    assert record["schedule_Date"] == "2026-04-01T10:30:00"
+    # Calculated (SPEC §8): the first BIWEEKLY date from the anchor 2026-01-01 on or after Apr 1.
+    assert record["schedule_Date"] == "2026-04-09T00:00:00"
+    custom = client.get(f"{BASE}/6", headers=headers()).get_json()["data"]
+    assert custom["schedule_Type"] == "CUSTOM"
+    assert custom["schedule_Date"] == "2026-04-01T10:30:00"   # as sent
 
 
 def test_get_missing_or_other_groups_record_is_404(client, db):
@@ -168,7 +207,8 @@ def test_put_updates_an_existing_record(client, db):
                                     entry_User="mallory", entry_Date="2000-01-01"))
     assert response.status_code == 200, response.get_json()
     record = response.get_json()["data"]
-    assert record["schedule_Date"] == "2026-05-01T00:00:00"
+    # Calculated (SPEC §8): QUARTERLY from the anchor 2026-01-01 is Jan 1, Apr 1, Jul 1, Oct 1.
+    assert record["schedule_Date"] == "2026-07-01T00:00:00"
     assert record["schedule_Type"] == "QUARTERLY" and record["plan_ID"] == "P2"
     assert record["entry_User"] == "alice" and record["update_User"] == "bob"
     (after,) = rows(db)

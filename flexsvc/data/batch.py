@@ -14,11 +14,11 @@ import logging
 from collections.abc import Sequence
 
 import psycopg
-from psycopg import errors as pg_errors
 
 from flexsvc.config import PoolSettings
 from flexsvc.data import store
 from flexsvc.data.db import CONNECTION_ERRORS, Pools
+from flexsvc.data.writes import BeforeCommit, ConcurrentChange, run_write, usable_new_keys
 from flexsvc.rules.planning import (
     BatchEntry,
     BatchPlan,
@@ -30,57 +30,41 @@ from flexsvc.rules.schemas import ScheduleInput
 
 log = logging.getLogger("flexsvc.batch")
 
-MAX_ATTEMPTS = 5
-#: Errors after which the whole transaction is simply tried again on fresh facts.
-RETRYABLE_ERRORS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
-
 
 class GroupNotFound(Exception):
     """The path's group does not exist (the whole request is a 404)."""
 
 
-class ConcurrentChange(Exception):
-    """Another transaction created one of the batch's keys after the facts were read."""
-
-
-class BatchContention(Exception):
-    """The batch kept meeting concurrent changes; nothing was written. Safe to retry."""
-
-
 def upsert_batch(
     pools: Pools, database: str, pool_settings: PoolSettings, group_id: str,
     entries: Sequence[BatchEntry], user: str | None, *, atomic: bool = False,
-    dry_run: bool = False,
+    dry_run: bool = False, before_commit: BeforeCommit | None = None,
 ) -> list[ItemResult]:
-    """Apply ``entries`` to ``database``; return one result per entry, in order."""
+    """Apply ``entries`` to ``database``; return one result per entry, in order.
+
+    After an unexpected error of the set-based write, the batch runs once more writing row by
+    row, so that only the failing items answer 500.
+    """
     isolate = False
-    exclusive = False
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        with pools.connection(database) as conn:
-            try:
-                return _apply_once(conn, pool_settings, group_id, entries, user,
-                                   atomic=atomic, dry_run=dry_run, isolate=isolate,
-                                   exclusive=exclusive)
-            except (ConcurrentChange, *RETRYABLE_ERRORS) as exc:
-                log.info("batch attempt %d met a concurrent change (%s); retrying",
-                         attempt, exc.__class__.__name__)
-                # A retry runs alone (the batch writers' lock in exclusive mode), so it cannot
-                # meet another concurrent create or deadlock: overlapping batches cannot starve.
-                exclusive = True
-            except (GroupNotFound, *CONNECTION_ERRORS):
-                raise
-            except psycopg.Error:
-                if isolate:
-                    raise
-                log.exception("set-based write failed; retrying item by item to isolate it")
-                isolate = True
-    raise BatchContention()
+
+    def write_row_by_row_next_time() -> bool:
+        nonlocal isolate
+        if isolate:
+            return False
+        log.exception("set-based write failed; retrying item by item to isolate it")
+        isolate = True
+        return True
+
+    return run_write(pools, database, lambda conn, exclusive: _apply_once(
+        conn, pool_settings, group_id, entries, user, atomic=atomic, dry_run=dry_run,
+        isolate=isolate, exclusive=exclusive, before_commit=before_commit),
+        recover=write_row_by_row_next_time)
 
 
 def _apply_once(
     conn: psycopg.Connection, pool_settings: PoolSettings, group_id: str,
     entries: Sequence[BatchEntry], user: str | None, *, atomic: bool, dry_run: bool,
-    isolate: bool, exclusive: bool = False,
+    isolate: bool, exclusive: bool = False, before_commit: BeforeCommit | None = None,
 ) -> list[ItemResult]:
     valid = [e for e in entries if isinstance(e, ScheduleInput)]
     explicit = sorted({e.key for e in valid if e.key})
@@ -92,15 +76,17 @@ def _apply_once(
         facts = store.read_batch_facts(conn, group_id, explicit + allocated)
         if not facts.group_exists:
             raise GroupNotFound(group_id)
-        new_keys = _usable_new_keys(conn, allocated, new_count, set(explicit), facts.owners)
+        new_keys = usable_new_keys(conn, allocated, new_count, set(explicit), facts.owners)
         plan = plan_batch(entries, group_id, facts, None if dry_run else iter(new_keys))
         if atomic and plan.failed:
             results = not_applied(plan.results, entries)
             raise psycopg.Rollback(tx)
-        if dry_run or not plan.rows:
+        if dry_run:
             results = plan.results
             raise psycopg.Rollback(tx)
-        if isolate:
+        if not plan.rows:
+            results = plan.results
+        elif isolate:
             failed_keys = _write_row_by_row(conn, group_id, plan, user)
             results = _mark_failed(plan, failed_keys)
             if failed_keys and atomic:
@@ -112,29 +98,9 @@ def _apply_once(
             results = plan.results
         if plan.created:
             store.advance_key_sequence(conn, max(plan.created))
+        if before_commit is not None:
+            before_commit(conn, results)      # the transaction's last statement before COMMIT
     return results
-
-
-def _usable_new_keys(
-    conn: psycopg.Connection, allocated: list[int], needed: int, explicit: set[int],
-    owners: dict[int, str],
-) -> list[int]:
-    """Drop allocated keys that already exist or that the batch names explicitly.
-
-    That only happens when rows were created with explicit keys beyond the sequence; the
-    sequence is then advanced so it does not happen again.
-    """
-    usable = [k for k in allocated if k not in owners and k not in explicit]
-    while len(usable) < needed:
-        taken = max(owners, default=0)
-        store.advance_key_sequence(conn, max(taken, max(explicit, default=0)))
-        more = store.allocate_schedule_keys(conn, needed - len(usable))
-        if not more:      # the sequence is used up: the remaining key-0 items get a 409
-            break
-        existing = store.lock_schedules_by_key(conn, more)
-        owners.update(existing)
-        usable += [k for k in more if k not in existing and k not in explicit]
-    return usable
 
 
 def _verify_write(plan: BatchPlan, written: dict[int, bool]) -> None:

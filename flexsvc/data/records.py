@@ -60,9 +60,18 @@ class ScheduleRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """Which of the group's records a list shows (None: any)."""
+
+    plan_id: str | None = None
+    calendar_year: str | None = None
+    schedule_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RecordPage:
     records: list[ScheduleRecord]
-    total: int  # records of the group, over all pages
+    total: int  # the group's records that pass the filter, over all pages
 
 
 def order_by(sort: Sequence[SortKey]) -> pgsql.Composed:
@@ -79,11 +88,14 @@ def order_by(sort: Sequence[SortKey]) -> pgsql.Composed:
 
 def list_records(
     pools: Pools, database: str, pool_settings: PoolSettings, group_id: str, *,
-    page: int, page_size: int, sort: Sequence[SortKey],
+    page: int, page_size: int, sort: Sequence[SortKey], only: RecordFilter = RecordFilter(),
 ) -> RecordPage:
-    """One page of the group's records and their total, from one snapshot (one round trip)."""
+    """One page of the group's records (those ``only`` lets through) and their total, from one
+    snapshot (one round trip)."""
     query = pgsql.SQL(sql("list_group_schedules")).format(order_by=order_by(sort))
-    params = {"group_id": group_id, "limit": page_size, "offset": (page - 1) * page_size}
+    params = {"group_id": group_id, "limit": page_size, "offset": (page - 1) * page_size,
+              "plan_id": only.plan_id, "calendar_year": only.calendar_year,
+              "schedule_type": only.schedule_type}
     with pools.connection(database) as conn, conn.transaction():
         conn.execute(sql("begin_read_snapshot"))
         store.set_transaction_timeouts(conn, pool_settings)

@@ -13,6 +13,7 @@ import psycopg
 
 from flexsvc.config import PoolSettings
 from flexsvc.data.queries import sql
+from flexsvc.rules.calculation import GroupFlexDates
 from flexsvc.rules.planning import BatchFacts
 from flexsvc.rules.schemas import ScheduleInput
 
@@ -41,7 +42,8 @@ def allocate_schedule_keys(conn: psycopg.Connection, count: int) -> list[int]:
 
 
 def read_batch_facts(conn: psycopg.Connection, group_id: str, keys: Sequence[int]) -> BatchFacts:
-    """Lock and read the group, its GroupFlex rows, the schedule types and the batch's rows."""
+    """Lock and read the group, its GroupFlex rows (with their dates), the schedule types (with
+    their rules) and the batch's rows: one round trip."""
     with conn.pipeline():
         group = conn.execute(sql("lock_group"), {"group_id": group_id})
         parents = conn.execute(sql("lock_group_flex_parents"), {"group_id": group_id})
@@ -50,8 +52,9 @@ def read_batch_facts(conn: psycopg.Connection, group_id: str, keys: Sequence[int
     return BatchFacts(
         group_exists=group.fetchone() is not None,
         owners=dict(owners.fetchall()),
-        parents=frozenset(parents.fetchall()),
-        schedule_types=frozenset(row[0] for row in types.fetchall()),
+        parents={(plan, year): GroupFlexDates(effective, term, first)
+                 for plan, year, effective, term, first in parents.fetchall()},
+        schedule_types=dict(types.fetchall()),
     )
 
 

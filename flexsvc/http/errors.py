@@ -14,12 +14,15 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from flexsvc.data.batch import BatchContention, GroupNotFound
+from flexsvc.data.batch import GroupNotFound
 from flexsvc.data.db import DatabaseUnavailable, UnknownDatabase
+from flexsvc.data.layout import GroupFlexNotFound, KeysExhausted
 from flexsvc.data.records import RecordNotFound
+from flexsvc.data.writes import WriteContention
 from flexsvc.http.activity import current_activity_id
 from flexsvc.http.auth import CHALLENGE, Forbidden, Unauthorized
 from flexsvc.http.jsonio import json_response
+from flexsvc.rules.layout import LayoutRejected
 
 log = logging.getLogger("flexsvc.errors")
 RETRY_AFTER_SECONDS = "5"
@@ -81,11 +84,20 @@ def _domain_problem(exc: Exception) -> Response:
     if isinstance(exc, RecordNotFound):
         return problem_response(404, "No GroupFlexSchedule with this key exists under this "
                                      "group.")
+    if isinstance(exc, GroupFlexNotFound):
+        return problem_response(404, "The GroupFlex (planID, calendarYear) does not exist in "
+                                     "this group.")
+    if isinstance(exc, LayoutRejected):
+        return problem_response(422, str(exc))
+    if isinstance(exc, KeysExhausted):
+        return problem_response(409, "No new groupFlexSchedule_Key can be assigned for the rows "
+                                     "to create: the key sequence has reached its maximum "
+                                     "(2147483647). Nothing was written.")
     if isinstance(exc, DatabaseUnavailable):
         return problem_response(503, "The target database is unavailable; nothing was written. "
                                      "Retry later.", {"Retry-After": RETRY_AFTER_SECONDS})
-    if isinstance(exc, BatchContention):
-        return problem_response(503, "The batch kept meeting concurrent changes to the same "
+    if isinstance(exc, WriteContention):
+        return problem_response(503, "The request kept meeting concurrent changes to the same "
                                      "records; nothing was written. Retry.",
                                 {"Retry-After": "1"})
     raise exc
@@ -97,7 +109,8 @@ def init_app(app: Flask) -> None:
         return problem_response(exc.status, exc.detail, exc.headers)
 
     for domain_error in (Unauthorized, Forbidden, UnknownDatabase, GroupNotFound,
-                         RecordNotFound, DatabaseUnavailable, BatchContention):
+                         RecordNotFound, GroupFlexNotFound, LayoutRejected, KeysExhausted,
+                         DatabaseUnavailable, WriteContention):
         app.register_error_handler(domain_error, _domain_problem)
 
     @app.errorhandler(HTTPException)

@@ -19,6 +19,8 @@ from flexsvc.rules.text import is_storable_text
 
 DATABASE_HEADER = "vbasoftware-database"
 MAX_GROUP_ID_LENGTH = 20
+MAX_PLAN_ID_LENGTH = 20
+MAX_CALENDAR_YEAR_LENGTH = 4
 
 
 def settings() -> Settings:
@@ -39,9 +41,14 @@ def require_tenant() -> tuple[Principal, str]:
 
 def valid_group_id(group_id: str) -> str:
     """The path's groupID: 1..20 characters PostgreSQL can store."""
-    if not 1 <= len(group_id) <= MAX_GROUP_ID_LENGTH or not is_storable_text(group_id):
-        raise ApiError(400, f"groupID must be 1..{MAX_GROUP_ID_LENGTH} characters of text.")
-    return group_id
+    return valid_path_text(group_id, "groupID", MAX_GROUP_ID_LENGTH)
+
+
+def valid_path_text(value: str, name: str, max_length: int) -> str:
+    """A path value that names a stored key column: 1..``max_length`` storable characters."""
+    if not 1 <= len(value) <= max_length or not is_storable_text(value):
+        raise ApiError(400, f"{name} must be 1..{max_length} characters of text.")
+    return value
 
 
 def _is_json_content_type(mimetype: str) -> bool:
@@ -51,8 +58,9 @@ def _is_json_content_type(mimetype: str) -> bool:
     return major == "application" and minor.endswith("+json")
 
 
-def read_json_body() -> Any:
-    """The parsed JSON body (415 for other content types, 413 over the byte limit, 400 bad)."""
+def read_json_body(expected: str = "a JSON object") -> Any:
+    """The parsed JSON body (415 for other content types, 413 over the byte limit, 400 bad);
+    ``expected`` names what the route wants, for the message about an empty body."""
     if not _is_json_content_type(request.mimetype):
         raise ApiError(415, "Unsupported content type; send application/json, text/json or "
                             "application/*+json.")
@@ -70,7 +78,7 @@ def read_json_body() -> Any:
     if len(body) > limit:
         raise ApiError(413, f"The body is larger than {limit} bytes.")
     if not body.strip():
-        raise ApiError(400, "The body is empty; send a JSON array.")
+        raise ApiError(400, f"The body is empty; send {expected}.")
     try:
         return parse_json(body)
     except MalformedJSON as exc:
@@ -88,7 +96,7 @@ def _bound_body_stalls() -> None:
 
 def read_json_array() -> list[Any]:
     """The body as a JSON array within the item limit (400 not an array, 413 too many)."""
-    body = read_json_body()
+    body = read_json_body("a JSON array")
     if not isinstance(body, list):
         raise ApiError(400, "The body must be a JSON array of GroupFlexSchedule objects.")
     limit = settings().limits.max_items

@@ -18,13 +18,21 @@ from flask import Flask
 
 from flexsvc.config import Settings
 from flexsvc.http.auth import API_KEY_HEADER
-from flexsvc.http.inputs import DATABASE_HEADER, MAX_GROUP_ID_LENGTH
+from flexsvc.http.inputs import (
+    DATABASE_HEADER,
+    MAX_CALENDAR_YEAR_LENGTH,
+    MAX_GROUP_ID_LENGTH,
+    MAX_PLAN_ID_LENGTH,
+)
+from flexsvc.rules.recurrence import RULE_GRAMMAR
 from flexsvc.rules.schemas import (
     MAX_KEY,
     BatchQuerySchema,
     BatchResponseSchema,
     ErrorEnvelopeSchema,
+    GroupFlexLayoutSchema,
     GroupFlexScheduleSchema,
+    LayoutQuerySchema,
     ListQuerySchema,
     RecordListResponseSchema,
     RecordResponseSchema,
@@ -47,6 +55,14 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "name": "groupFlexSchedule_Key", "in": "path", "required": True,
         "description": "The record's key (groupFlexSchedule_Key).",
         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_KEY},
+    },
+    "plan_id": {
+        "name": "planID", "in": "path", "required": True, "description": "Plan ID.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PLAN_ID_LENGTH},
+    },
+    "calendar_year": {
+        "name": "calendarYear", "in": "path", "required": True, "description": "Calendar year.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CALENDAR_YEAR_LENGTH},
     },
 }
 _RULE_VARIABLE = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
@@ -90,8 +106,14 @@ _WRITE_PROBLEMS = {
     "413": _problem("The body is larger than the configured limit."),
     "415": _problem("Unsupported content type: send application/json, text/json or "
                     "application/*+json."),
-    "422": _problem("A referenced GroupFlex parent or schedule type does not exist."),
+    "422": _problem("A referenced GroupFlex parent or schedule type does not exist, or no "
+                    "date can be calculated for a rule-based type (a date past the end of the "
+                    "GroupFlex's series, or a rule that does not parse or gives no date)."),
 }
+_CALCULATED = (" For every type but CUSTOM the stored schedule_Date is calculated: the first "
+               "date of the GroupFlex's series (the type's rule from the GroupFlex's first "
+               "payment date, else its effective date, to its term date) on or after the UTC "
+               "day sent.")
 _RECORD_BODY = {
     "required": True,
     "content": {"application/json": {"schema": GroupFlexScheduleSchema}},
@@ -122,8 +144,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "description": "Create or update many records at once, applied as if one by one in "
                        "request order. The answer is 207 with one result per item, in order "
                        "(201 created, 200 updated, 400 invalid, 409 key under another group, "
-                       "422 missing parent or schedule type, 424 not applied in an atomic "
-                       "batch, 500 unexpected), also when every item failed.",
+                       "422 missing parent or schedule type or no date calculable, 424 not "
+                       "applied in an atomic batch, 500 unexpected), also when every item "
+                       "failed." + _CALCULATED + " The body then says so: `Created; "
+                       "schedule_Date calculated as 2026-02-01T00:00:00`.",
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "array", "items": GroupFlexScheduleSchema}}}},
         "responses": {
@@ -134,8 +158,10 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/groups/{groupID}/flex-schedules", "get"): _tenant({
         "operationId": "listGroupFlexSchedule",
         "summary": "List GroupFlexSchedule",
-        "description": "One page of the group's records. Stable order: the sortBy terms, then "
-                       "the key. A page past the end is an empty list.",
+        "description": "One page of the group's records, optionally only those of one "
+                       "plan_ID, calendar_Year (exact) or schedule_Type (any case). Stable "
+                       "order: the sortBy terms, then the key. A page past the end is an empty "
+                       "list.",
         "responses": {"200": _json(
             "One page of records.", RecordListResponseSchema,
             **{"X-Total-Count": "Number of the group's records over all pages.",
@@ -147,7 +173,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "description": "Create one record with a server-assigned key: groupFlexSchedule_Key "
                        "must be 0 or left out (any other value is a 400; use PUT to choose "
                        "the key). Same validation and rules as a batch item; an item failure "
-                       "is the whole answer's status (400, 409, 422).",
+                       "is the whole answer's status (400, 409, 422)." + _CALCULATED + " The "
+                       "answer holds the record as stored.",
         "requestBody": _RECORD_BODY,
         "responses": {
             "201": _json("Created; the stored record.", RecordResponseSchema, **_LOCATION),
@@ -167,7 +194,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        "item: an existing key is updated (200), a key that does not exist is "
                        "created with exactly that key (201). The body's groupFlexSchedule_Key "
                        "may be left out; when sent it must equal the path's key (else 400). "
-                       "An item failure is the whole answer's status (400, 409, 422).",
+                       "An item failure is the whole answer's status (400, 409, 422)."
+                       + _CALCULATED + " The answer holds the record as stored.",
         "requestBody": _RECORD_BODY,
         "responses": {
             "200": _json("Updated; the stored record.", RecordResponseSchema),
@@ -183,6 +211,36 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                        "group (a record of another group is never touched).",
         "responses": {"204": {"description": "Deleted; no body."}},
     }),
+    ("/groups/{groupID}/flexes/{planID}/{calendarYear}/schedule", "put"): _tenant({
+        "operationId": "layOutGroupFlexSchedule",
+        "summary": "Lay out a GroupFlex's year",
+        "description": "In one transaction, the GroupFlex's rows of rule-based types become "
+                       "exactly the series of schedule_Type (its rule from the anchor: "
+                       "first_Payment_Date when sent, which is then stored on the GroupFlex, "
+                       "else the stored one, else the effective date; to the term date). A row "
+                       "of that type on a series date is kept (200 `Unchanged`; of two on one "
+                       "date the lowest key), each missing date is created with a "
+                       "server-assigned key (201 `Created`), every other rule-based row of the "
+                       "GroupFlex is deleted (204 `Deleted`). CUSTOM rows are never touched. "
+                       "The answer is 207 in the batch envelope: kept and created rows in date "
+                       "order, then the deleted ones in date order, then key order; each "
+                       "result's `id` holds the groupFlexSchedule_Key and the row's "
+                       "schedule_Date. `dryRun=true` answers the same and writes nothing (new "
+                       "rows show key 0). A type's rule is RFC 5545 text: " + RULE_GRAMMAR,
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": GroupFlexLayoutSchema}}},
+        "responses": {
+            "207": _json("One result per row kept, created or deleted.", BatchResponseSchema),
+            "404": _problem("The group or the GroupFlex (planID, calendarYear) does not "
+                            "exist."),
+            "409": _problem("No new key can be assigned (the key sequence is used up); "
+                            "nothing was written."),
+            "422": _problem("schedule_Type is CUSTOM (or another type without a rule), unknown, "
+                            "or its rule does not parse or gives no date, or first_Payment_Date "
+                            "is outside the GroupFlex's effective and term dates."),
+            **{s: _WRITE_PROBLEMS[s] for s in ("413", "415")},
+        },
+    }, LayoutQuerySchema),
     ("/openapi.json", "get"): _public({
         "operationId": "getOpenApiDocument",
         "summary": "This OpenAPI document",
@@ -266,6 +324,7 @@ def build_spec(app: Flask) -> dict[str, Any]:
         "name": DATABASE_HEADER, "required": True, "schema": {"type": "string"},
         "description": "Target database (tenant), as configured."})
     spec.components.schema("GroupFlexSchedule", schema=GroupFlexScheduleSchema)
+    spec.components.schema("GroupFlexLayout", schema=GroupFlexLayoutSchema)
     spec.components.schema("ErrorEnvelope", schema=ErrorEnvelopeSchema)
 
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):

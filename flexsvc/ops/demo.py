@@ -80,6 +80,19 @@ def demo_curl(base_url: str, api_key: str, token: str) -> str:
     ])
 
 
+def layout_curl(base_url: str, api_key: str, token: str) -> str:
+    """A curl that lays out plan FSA's year as BIWEEKLY payments from its first payment date."""
+    url = f"{base_url}/groups/{DEMO_GROUP}/flexes/FSA/{DEMO_YEAR}/schedule"
+    return " \\\n  ".join([
+        f"curl -sS -X PUT {shlex.quote(url)}",
+        "-H 'Content-Type: application/json'",
+        "-H 'vbasoftware-database: demo'",
+        f"-H {shlex.quote('x-api-key: ' + api_key)}",
+        f"-H {shlex.quote('Authorization: Bearer ' + token)}",
+        "--data '{\"schedule_Type\": \"BIWEEKLY\"}'",
+    ])
+
+
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:
         exit_with(f"{self.prog}: {message} (see --help)", status=2)
@@ -147,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     base_url = "http://" + bind
     print("\nflexsvc demo is starting. Try it (creates two schedules, answers 207):\n", flush=True)
     print(demo_curl(base_url, api_key, token) + "\n", flush=True)
+    print("Lay out plan FSA's 2026 as BIWEEKLY payments from its first payment date, Friday "
+          "2026-01-09 (answers 207, one result per date):\n\n"
+          + layout_curl(base_url, api_key, token) + "\n", flush=True)
     print(f"config: {config_path}   (Ctrl-C stops the service and PostgreSQL)\n", flush=True)
 
     env = dict(os.environ, FLEXSVC_CONFIG=str(config_path), FLEXSVC_BIND=bind)

@@ -48,11 +48,12 @@ REQUESTS = Counter("flexsvc_http_requests_total", "HTTP requests answered.",
 LATENCY = Histogram("flexsvc_http_request_duration_seconds",
                     "Time from routing to response, by route and status.",
                     ["method", "route", "status"], buckets=LATENCY_BUCKETS)
-BATCH_ITEMS = Histogram("flexsvc_batch_items", "Items per batch request.", ["database"],
-                        buckets=BATCH_SIZE_BUCKETS)
+BATCH_ITEMS = Histogram("flexsvc_batch_items",
+                        "Items per multi-status request (a batch, or a lay-out's rows).",
+                        ["database"], buckets=BATCH_SIZE_BUCKETS)
 ITEM_RESULTS = Counter("flexsvc_batch_item_results_total",
-                       "Batch items by per-item status (201, 200, 400, 409, 422, 424, 500).",
-                       ["database", "status"])
+                       "Items of batches and lay-outs by per-item status (201, 200, 204, 400, "
+                       "409, 422, 424, 500).", ["database", "status"])
 POOL_SIZE = Gauge("flexsvc_db_pool_connections", "Connections open in the pools.",
                   ["database"], multiprocess_mode="livesum")
 POOL_IDLE = Gauge("flexsvc_db_pool_connections_idle", "Open connections not in use.",

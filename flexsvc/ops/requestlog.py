@@ -1,8 +1,8 @@
 """One JSON log line per request, and the request metrics, from one clock reading.
 
 The line carries the activity ID, method, route (the URL rule, not the raw path), database,
-status, duration, the principal's name and API key name, and for batches the item count and
-the count per item status — never credentials, query strings or record contents.
+status, duration, the principal's name and API key name, and for batches and lay-outs the item
+count and the count per item status — never credentials, query strings or record contents.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ log = logging.getLogger("flexsvc.request")
 
 
 def record_item_statuses(statuses: Counter[int]) -> None:
-    """Called by the batch blueprint: item counts for the log line and the batch metrics."""
+    """Called by the batch and lay-out blueprints: item counts for the log line and the
+    metrics."""
     g.item_statuses = statuses
     metrics.observe_batch(g.get("database"), statuses)
 

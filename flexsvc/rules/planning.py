@@ -1,15 +1,18 @@
 """Planning a batch: every item's outcome, decided in request order from facts (pure, no I/O).
 
 The data layer (``flexsvc.data.batch``) reads the facts under locks, asks ``plan_batch`` what
-each item does, and writes the final row of every key in one statement.
+each item does, and writes the final row of every key in one statement. Items of a rule-based
+type get their calculated date here (``flexsvc.rules.calculation``, SPEC §8).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from flexsvc.rules.calculation import GroupFlexDates, ScheduleCalculator, group_flex_label
 from flexsvc.rules.schemas import KEY_FIELD, ScheduleInput
 
 KEYS_EXHAUSTED = (f"No new {KEY_FIELD} can be assigned: the key sequence has reached its "
@@ -22,8 +25,10 @@ class BatchFacts:
 
     group_exists: bool
     owners: dict[int, str]               # existing key -> its group_id (rows locked FOR UPDATE)
-    parents: frozenset[tuple[str, str]]  # (plan_id, calendar_year) of the group's GroupFlex rows
-    schedule_types: frozenset[str]
+    #: (plan_id, calendar_year) of each of the group's GroupFlex rows -> its dates
+    parents: Mapping[tuple[str, str], GroupFlexDates]
+    #: every schedule type -> its recurrence rule (None: dates entered by hand, as CUSTOM)
+    schedule_types: Mapping[str, str | None]
 
 
 @dataclass(slots=True)
@@ -68,6 +73,9 @@ def plan_batch(
     # Locals: this loop runs once per item (10,000 per big batch).
     results, item_keys, rows, created_keys = plan.results, plan.item_keys, plan.rows, plan.created
     parents, schedule_types = facts.parents, facts.schedule_types
+    calculate = ScheduleCalculator(group_id, schedule_types, parents).outcome
+    outcomes: dict[tuple, tuple[datetime | None, str]] = {}   # batches repeat their dates
+    new_item = tuple.__new__
     for entry in entries:
         if isinstance(entry, ItemResult):
             results.append(entry)
@@ -79,13 +87,27 @@ def plan_batch(
             outcome = ItemResult(409, key, f"{KEY_FIELD} {key} exists under another group; "
                                            "that record was not changed.")
         elif (entry.plan_id, entry.calendar_year) not in parents:
-            outcome = ItemResult(422, key, f"The parent GroupFlex (group_ID {group_id}, "
-                                           f"plan_ID {entry.plan_id}, calendar_Year "
-                                           f"{entry.calendar_year}) does not exist.")
+            outcome = ItemResult(422, key, "The parent " + group_flex_label(
+                group_id, entry.plan_id, entry.calendar_year) + " does not exist.")
         elif entry.schedule_type not in schedule_types:
             outcome = ItemResult(422, key, f"schedule_Type {entry.schedule_type} does not exist "
                                            "in flex_schedule_type.")
         else:
+            calculated = ""
+            if schedule_types[entry.schedule_type] is not None:     # a rule: SPEC §8
+                _, item_group, plan_id, year, sent, schedule_type = entry
+                memo_key = (plan_id, year, schedule_type, sent)
+                found = outcomes.get(memo_key)
+                if found is None:
+                    found = outcomes[memo_key] = calculate(plan_id, year, schedule_type, sent)
+                stored, calculated = found
+                if stored is None:
+                    results.append(ItemResult(422, key, calculated))
+                    item_keys.append(None)
+                    continue
+                if calculated:   # the stored date differs from the one sent
+                    entry = new_item(ScheduleInput, (key, item_group, plan_id, year, stored,
+                                                     schedule_type))
             if key == 0:
                 key = next(new_keys, None) if new_keys is not None else 0
                 if key is None:   # the key sequence is used up (SPEC: never a 500)
@@ -99,9 +121,9 @@ def plan_batch(
             if created:
                 owners[key] = group_id
                 created_keys.add(key)
-                results.append(ItemResult(201, key, "Created"))
+                results.append(ItemResult(201, key, "Created" + calculated))
             else:
-                results.append(ItemResult(200, key, "Updated"))
+                results.append(ItemResult(200, key, "Updated" + calculated))
             rows[key] = entry
             item_keys.append(key)
             continue

@@ -9,7 +9,8 @@ send.
 from __future__ import annotations
 
 import numbers
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import date, datetime
 from typing import Any, NamedTuple
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
@@ -96,6 +97,30 @@ class FlexDateTime(fields.Field):
         return None if value is None else format_datetime(value)
 
 
+class FlexDate(FlexDateTime):
+    """A calendar day, sent in any FlexDateTime form: the day it names in UTC (``2026-01-09``,
+    ``2026-01-09 00:00:00 UTC`` ...), as a schedule_Date's day is taken."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> date:
+        return super()._deserialize(value, attr, data, **kwargs).date()
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else value.isoformat()
+
+
+def canonical_names(schema: Schema) -> dict[str, str]:
+    """lower-cased wire name -> the schema's spelling, for the fields a client may send."""
+    return {f.data_key.lower(): f.data_key for f in schema.load_fields.values() if f.data_key}
+
+
+def match_names(data: Any, canonical: Mapping[str, str]) -> Any:
+    """Wire names matched case-insensitively, as ASP.NET-based VBA does (the last one wins)."""
+    if not isinstance(data, Mapping):
+        return data
+    return {canonical.get(name.lower(), name) if isinstance(name, str) else name: value
+            for name, value in data.items()}
+
+
 def _string(max_length: int, **kwargs: Any) -> StorableString:
     return StorableString(required=True, validate=validate.Length(1, max_length), **kwargs)
 
@@ -118,12 +143,15 @@ class GroupFlexScheduleSchema(Schema):
     plan_id = _string(20, data_key="plan_ID", metadata={
         "description": "References GroupFlex.Plan_ID value on the parent record."})
     schedule_date = FlexDateTime(data_key="schedule_Date", required=True, metadata={
-        "description": "The scheduled date of the flex payment (UTC, returned without offset).",
+        "description": "The scheduled date of the flex payment (UTC, returned without offset). "
+                       "Stored as sent for CUSTOM; for every other type, calculated: the first "
+                       "date of the GroupFlex's series on or after the UTC day sent.",
         "type": "string", "format": "date-time"})
     schedule_type = UpperString(
         data_key="schedule_Type", required=True, validate=validate.Length(1, 16), metadata={
             "description": "The type of schedule (CUSTOM, WEEKLY, BIWEEKLY, SEMIMONTHLY, "
-                           "MONTHLY, QUARTERLY); any case, stored upper-case."})
+                           "MONTHLY, QUARTERLY, or a type an administrator added); any case, "
+                           "stored upper-case."})
     entry_date = FlexDateTime(data_key="entry_Date", dump_only=True, metadata={
         "description": "Set by the server when the record is created.",
         "type": "string", "format": "date-time"})
@@ -144,10 +172,7 @@ class GroupFlexScheduleSchema(Schema):
 
 
 #: lower-cased wire name -> the seed's spelling, for the fields a client may send.
-_CANONICAL_NAMES = {
-    f.data_key.lower(): f.data_key
-    for f in GroupFlexScheduleSchema().load_fields.values() if f.data_key
-}
+_CANONICAL_NAMES = canonical_names(GroupFlexScheduleSchema())
 
 ITEM_SCHEMA = GroupFlexScheduleSchema()
 
@@ -189,21 +214,23 @@ def echo_key(raw: Any) -> Any:
 _KEY_FIELD_LOWER = KEY_FIELD.lower()
 
 
-def describe_errors(messages: dict[str, Any]) -> str:
-    """Turn marshmallow's messages into the one-line ``body`` of a 400 item result."""
+def describe_errors(messages: dict[str, Any], subject: str = "GroupFlexSchedule") -> str:
+    """Turn marshmallow's messages into one line: a 400 item's ``body`` or problem ``detail``."""
     if "_schema" in messages:
-        return "Invalid GroupFlexSchedule: the item must be a JSON object."
+        return f"Invalid {subject}: the item must be a JSON object."
     parts = []
     for name in sorted(messages):
         value = messages[name]
         text = " ".join(value) if isinstance(value, list) else str(value)
         parts.append(f"{name}: {text}")
-    return "Invalid GroupFlexSchedule: " + "; ".join(parts)
+    return f"Invalid {subject}: " + "; ".join(parts)
 
 
 class IdPairSchema(Schema):
     key = fields.String(allow_none=True, metadata={"example": "groupFlexSchedule_Key"})
-    value = fields.Raw(allow_none=True, metadata={"description": "The key as stored or as sent."})
+    value = fields.Raw(allow_none=True, metadata={
+        "description": "The key as stored or as sent (a lay-out's results also have a "
+                       "schedule_Date pair: the row's date)."})
 
 
 class ItemResultSchema(Schema):
@@ -214,8 +241,9 @@ class ItemResultSchema(Schema):
 
     id = fields.List(fields.Nested(IdPairSchema), required=True)
     status = fields.Integer(required=True, metadata={
-        "description": "201 created, 200 updated, 400 invalid, 409 key under another group, "
-                       "422 missing reference, 424 not applied (atomic), 500 unexpected"})
+        "description": "201 created, 200 updated (lay-out: unchanged), 204 deleted (lay-out), "
+                       "400 invalid, 409 key under another group, 422 missing reference or no "
+                       "date calculable, 424 not applied (atomic), 500 unexpected"})
     body = fields.String(required=True)
 
 
@@ -358,3 +386,56 @@ class ListQuerySchema(Schema):
                        + ", ".join(SORTABLE_FIELDS) + " (any case). The key is always the "
                        "final tiebreaker; the default order is by key.",
         "example": "schedule_Date:desc,groupFlexSchedule_Key"})
+    plan_ID = StorableString(load_default=None, validate=validate.Length(1, 20), metadata={
+        "description": "Only the records of this plan (exact match)."})
+    calendar_Year = StorableString(load_default=None, validate=validate.Length(1, 4), metadata={
+        "description": "Only the records of this calendar year (exact match)."})
+    schedule_Type = UpperString(load_default=None, validate=validate.Length(1, 16), metadata={
+        "description": "Only the records of this schedule type (any case)."})
+
+    @pre_load
+    def _match_names_case_insensitively(self, data: Any, **kwargs: Any) -> Any:
+        return match_names(data, _LIST_QUERY_NAMES)
+
+
+_LIST_QUERY_NAMES = {name.lower(): name for name in ListQuerySchema().load_fields}
+
+
+# --- Laying out a GroupFlex's year (SPEC §8) ---------------------------------------------------
+
+class GroupFlexLayoutSchema(Schema):
+    """The body of ``PUT /groups/{groupID}/flexes/{planID}/{calendarYear}/schedule``."""
+
+    class Meta:
+        unknown = EXCLUDE
+        ordered = True
+
+    schedule_type = UpperString(
+        data_key="schedule_Type", required=True, validate=validate.Length(1, 16), metadata={
+            "description": "The rule-based type whose series the GroupFlex's year becomes "
+                           "(WEEKLY, BIWEEKLY, SEMIMONTHLY, MONTHLY, QUARTERLY or an operator's "
+                           "type); any case. CUSTOM has no series: 422."})
+    first_payment_date = FlexDate(
+        data_key="first_Payment_Date", load_default=None, allow_none=True, metadata={
+            "description": "Optional: stored on the GroupFlex as its First_Payment_Date and "
+                           "the anchor of the series; within its effective and term dates. "
+                           "A date (2026-01-09), or a date-time whose UTC day is taken. "
+                           "Absent or null: the stored one (else the effective date) is used.",
+            "type": "string", "format": "date", "example": "2026-01-09"})
+
+    @pre_load
+    def _match_names_case_insensitively(self, data: Any, **kwargs: Any) -> Any:
+        return match_names(data, _LAYOUT_NAMES)
+
+
+_LAYOUT_NAMES = canonical_names(GroupFlexLayoutSchema())
+
+
+class LayoutQuerySchema(Schema):
+    """Query options of the lay-out route."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    dryRun = fields.Boolean(load_default=False, metadata={
+        "description": "Answer as if laid out, without writing anything (new rows show key 0)."})

@@ -22,11 +22,18 @@ SELECT set_config('statement_timeout', %(statement_timeout)s, true),
 SELECT group_id FROM groups WHERE group_id = %(group_id)s FOR KEY SHARE;
 
 -- name: lock_group_flex_parents
--- The GroupFlex rows items may reference; KEY SHARE keeps them from being deleted meanwhile.
-SELECT plan_id, calendar_year FROM group_flex WHERE group_id = %(group_id)s FOR KEY SHARE;
+-- The GroupFlex rows items may reference, with the dates their calculated schedules depend on
+-- (SPEC §8). FOR SHARE keeps them from being deleted and their anchor from changing until the
+-- batch ends: a lay-out locks its GroupFlex FOR NO KEY UPDATE, which conflicts with this, so a
+-- batch and a lay-out of the same GroupFlex run one after the other.
+SELECT plan_id, calendar_year, effective_date, term_date, first_payment_date
+FROM group_flex WHERE group_id = %(group_id)s FOR SHARE;
 
 -- name: lock_schedule_types
-SELECT schedule_type FROM flex_schedule_type FOR KEY SHARE;
+-- Every type and its recurrence rule (NULL: dates entered by hand), read afresh by every batch.
+-- KEY SHARE: a type cannot be deleted meanwhile; its rule may change, and the batch then
+-- behaves as if it ran before the change (docs/DECISIONS.md).
+SELECT schedule_type, rule FROM flex_schedule_type FOR KEY SHARE;
 
 -- name: lock_schedules_by_key
 -- Existing rows of the batch's keys, locked in key order so concurrent batches cannot deadlock.

@@ -47,6 +47,7 @@ _LIST_QUERY = ListQuerySchema()
 _RECORD = GroupFlexScheduleSchema()
 _COLLECTION = "/groups/<path:group_id>/flex-schedules"
 _ITEM = "/groups/<path:group_id>/flex-schedules/<key>"
+_FILTERS = ("plan_ID", "calendar_Year", "schedule_Type")
 
 
 def _pools() -> Pools:
@@ -96,7 +97,7 @@ def _page_links(group_id: str, options: dict[str, Any], total: int) -> str:
         pages["prev"] = min(options["page"] - 1, last)
     if options["page"] < last:
         pages["next"] = options["page"] + 1
-    extra = {"sortBy": options["sortBy"]} if options["sortBy"] else {}
+    extra = {name: options[name] for name in ("sortBy", *_FILTERS) if options[name]}
     return ", ".join(
         f'<{url_for(".list_flex_schedules", group_id=group_id, page=page, pageSize=size, **extra)}>'
         f'; rel="{rel}"' for rel, page in pages.items())
@@ -104,7 +105,8 @@ def _page_links(group_id: str, options: dict[str, Any], total: int) -> str:
 
 @bp.get(_COLLECTION)
 def list_flex_schedules(group_id: str) -> Response:
-    """One page of the group's records, in a stable order (the key breaks ties)."""
+    """One page of the group's records (optionally of one plan, year or type), in a stable
+    order (the key breaks ties)."""
     _, database = require_tenant()
     group_id = valid_group_id(group_id)
     options = query_options(_LIST_QUERY)
@@ -112,8 +114,11 @@ def list_flex_schedules(group_id: str) -> Response:
         sort = parse_sort_by(options["sortBy"])
     except InvalidSort as exc:
         raise ApiError(400, str(exc)) from exc
+    only = records.RecordFilter(options["plan_ID"], options["calendar_Year"],
+                                options["schedule_Type"])
     page = records.list_records(_pools(), database, settings().pool, group_id,
-                                page=options["page"], page_size=options["pageSize"], sort=sort)
+                                page=options["page"], page_size=options["pageSize"], sort=sort,
+                                only=only)
     response = json_response(envelope(_RECORD.dump(page.records, many=True)))
     response.headers["X-Total-Count"] = str(page.total)
     response.headers["Link"] = _page_links(group_id, options, page.total)
