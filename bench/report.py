@@ -118,16 +118,20 @@ def big_table(times: dict[str, dict[str, list[float]]], items: int) -> list[str]
 
 
 def render(*, header: list[str], small: list[str] | None, big: list[str] | None,
-           rss: tuple[int, int] | None, items: int, errors: list[str]) -> str:
+           rss: tuple[int, int | None, int | None], items: int, errors: list[str]) -> str:
     lines = [*header, ""]
     if small:
         lines += [*small, ""]
     if big:
         lines += [*big, ""]
-    if rss:
-        lines += ["| gunicorn worker memory (service) | RSS |", "|---|---|",
-                  f"| idle, after start | {rss[0] / 2**20:.0f} MiB |",
-                  f"| peak during a {items:,}-item batch | {rss[1] / 2**20:.0f} MiB |", ""]
+    idle, peak, after_small = rss
+    lines += ["| gunicorn worker memory (service, the biggest worker) | RSS |", "|---|---|",
+              f"| idle, after start | {idle / 2**20:.0f} MiB |"]
+    if peak is not None:
+        lines.append(f"| peak during a {items:,}-item batch | {peak / 2**20:.0f} MiB |")
+    if after_small is not None:
+        lines.append(f"| after the small batches | {after_small / 2**20:.0f} MiB |")
+    lines.append("")
     lines.append(f"Errors: {len(errors)}" + (": " + "; ".join(errors[:5]) if errors else "."))
     return "\n".join(lines)
 
