@@ -124,7 +124,8 @@ def small_part(args: argparse.Namespace, dsn: str, service: Gunicorn, minimal: G
     print(f"small: {args.clients} clients x {args.small}-item batches, {args.rounds} rounds of "
           f"{args.seconds} s per target + warm-up; HTTP load from {args.client}", flush=True)
     runs = small.interleaved_rounds(targets, args.rounds, args.seconds,
-                                    lambda: reset(dsn, existing))
+                                    lambda: reset(dsn, existing),
+                                    lambda message: errors.add(f"small {message}"))
     for name, rs in runs.items():
         for r in rs:
             if r.errors:

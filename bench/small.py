@@ -272,7 +272,8 @@ Target = Callable[[float], Run]
 
 
 def interleaved_rounds(targets: dict[str, Target], rounds: int, seconds: float,
-                       before_each: Callable[[], None]) -> dict[str, list[Run]]:
+                       before_each: Callable[[], None],
+                       on_error: Callable[[str], None]) -> dict[str, list[Run]]:
     """A short warm-up of every target, then ``rounds`` rounds of ``seconds`` each.
 
     Within a round the targets run one after the other, each from the same database state
@@ -288,6 +289,8 @@ def interleaved_rounds(targets: dict[str, Target], rounds: int, seconds: float,
             done[name] = run
             if round_no:
                 runs[name].append(run)
+            elif run.errors:       # a warm-up's wrong answers count too
+                on_error(f"{name} (warm-up): {run.detail}")
         print(f"  round {round_no or 'warm-up'}: " + ", ".join(
             f"{n} {done[n].rate:.0f}/s" + (f" ({done[n].errors} errors)" if done[n].errors
                                            else "") for n in order), flush=True)
