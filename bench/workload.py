@@ -115,16 +115,12 @@ def prepare_database(dsn: str, existing: int) -> None:
 def reset(dsn: str, existing: int) -> None:
     """Back to the seeded state: only keys 1..``existing`` exist; dead rows vacuumed away.
 
-    Waits first until no other session of the database is in a statement or transaction: a
-    load generator stops without waiting for the answers in flight (wrk does), and a batch
-    committing after the reset would leave rows the next run does not expect."""
+    Waits first until the database has been quiet for half a second: a load generator stops
+    without waiting for the answers in flight (wrk does), and a batch committing after the
+    reset would leave rows the next run does not expect (a row above the reset key sequence
+    turns a later create into an update)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        deadline = monotonic() + 60
-        while conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
-                "AND state <> 'idle'").fetchone()[0] and monotonic() < deadline:
-            sleep(0.05)
+        _wait_until_quiet(conn)
         conn.execute("DELETE FROM group_flex_schedule WHERE group_flex_schedule_key > %s",
                      (existing,))
         conn.execute("SELECT setval(pg_get_serial_sequence('group_flex_schedule', "
@@ -134,6 +130,25 @@ def reset(dsn: str, existing: int) -> None:
             conn.execute("CHECKPOINT")
         except psycopg.errors.InsufficientPrivilege:
             pass
+
+
+def _wait_until_quiet(conn: psycopg.Connection, quiet: float = 0.5,
+                      timeout: float = 60) -> None:
+    """Until no other session of the database has been in a statement or transaction for
+    ``quiet`` seconds (a request between two of its statements looks idle for a moment)."""
+    deadline = monotonic() + timeout
+    quiet_since = monotonic()
+    while monotonic() < deadline:
+        busy = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+            "AND state <> 'idle'").fetchone()[0]
+        now = monotonic()
+        if busy:
+            quiet_since = now
+        elif now - quiet_since >= quiet:
+            return
+        sleep(0.02)
 
 
 def small_batches(size: int, count: int, updatable: int) -> list[list[dict[str, Any]]]:
