@@ -12,7 +12,7 @@ help:
 	@echo "make run    - start the demo service on an embedded PostgreSQL (prints a curl)"
 	@echo "make test   - run the tests (embedded PostgreSQL, or FLEXSVC_TEST_DSN)"
 	@echo "make lint   - ruff"
-	@echo "make bench  - performance benchmark"
+	@echo "make bench  - performance benchmark (installs Debian's wrk; BENCH_ARGS=--help)"
 	@echo "make docs-check - render /docs in headless Chromium (installs Debian's chromium)"
 	@echo "make clean  - remove .venv and the demo's data (stops its PostgreSQL)"
 
@@ -36,7 +36,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check flexsvc tests wsgi.py gunicorn.conf.py bench
 
+# The small-batch load comes from wrk (Debian's package), installed here when missing; without
+# it (no apt-get, no root) the bench falls back to its Python client and says so.
 bench: $(STAMP)
+	command -v wrk >/dev/null 2>&1 || (apt-get update && apt-get install -y wrk) || \
+		echo "wrk could not be installed: the bench uses its Python client"
 	$(PY) -m bench $(BENCH_ARGS)
 
 # Renders /docs offline in headless Chromium and checks every operation is on the page.

@@ -1,10 +1,10 @@
 """`python -m bench.prepared`: what server-side prepared statements save, in CPU time.
 
-`make bench --compare-prepare-threshold` compares throughput, which a shared machine makes
-noisy. This measures the cost itself: CPU time (client process and the PostgreSQL backend
-serving it, from /proc) per batch, in-process through ``upsert_batch`` on a one-connection pool,
-for 10-item batches (5 updates + 5 key-0 creates) and one 10,000-item batch, with
-``prepare_threshold`` off and at 5, in alternating blocks. CPU time hardly depends on what else
+Comparing throughput (`make bench BENCH_ARGS="--prepare-threshold 5"` against a default run)
+is noisy on a shared machine. This measures the cost itself: CPU time (client process and the
+PostgreSQL backend serving it, from /proc) per batch, in-process through ``upsert_batch`` on a
+one-connection pool, for 10-item batches (5 updates + 5 key-0 creates) and one 10,000-item batch,
+with ``prepare_threshold`` off and at 5, in alternating blocks. CPU time hardly depends on what else
 the machine runs. Linux only (reads /proc/PID/stat of the backend, so the server must be local).
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -71,7 +70,7 @@ def main() -> None:
     server = None
     dbname = f"flexsvc_prepared_{uuid.uuid4().hex[:8]}"
     if not admin_dsn:
-        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="flexsvc-prepared-")) / "pg")
+        server = EmbeddedPostgres.throwaway()
         admin_dsn = server.start()
     try:
         with psycopg.connect(admin_dsn, autocommit=True) as conn:

@@ -31,7 +31,7 @@ from psycopg.conninfo import make_conninfo
 
 from bench.service import write_config
 from bench.sqlpaths import run_floor
-from bench.workload import GROUP, make_batch, prepare_database, reset
+from bench.workload import GROUP, VARIANTS, make_batch, prepare_database, reset
 from flexsvc import create_app
 from flexsvc.config import load_settings
 from flexsvc.data import batch as batch_module
@@ -65,6 +65,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="custom",
+                        help="schedule type of every item (see bench.workload)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--cprofile", action="store_true")
     mode.add_argument("--pyinstrument", action="store_true")
@@ -85,7 +87,7 @@ def main() -> None:
         headers = write_config(workdir / "bench.toml", dsn, 4)
         app = create_app(load_settings(workdir / "bench.toml"))
         client = app.test_client()
-        batch = make_batch(args.items)
+        batch = make_batch(args.items, variant=args.variant)
         body = orjson.dumps(batch.items)
         url = f"/groups/{GROUP}/flex-schedules-batch"
 

@@ -67,13 +67,14 @@ class Gunicorn:
     """``gunicorn -c gunicorn.conf.py wsgi:app`` in the background, output to a log file."""
 
     def __init__(self, config: Path, log_path: Path, *, workers: int | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, app: str | None = None,
+                 env: dict[str, str] | None = None):
         self.port = free_port()
         self.log_path = log_path
-        metrics = log_path.parent / "metrics"
+        metrics = log_path.with_suffix(".metrics")
         metrics.mkdir(exist_ok=True)
         env = dict(os.environ, FLEXSVC_CONFIG=str(config), FLEXSVC_BIND=f"127.0.0.1:{self.port}",
-                   PROMETHEUS_MULTIPROC_DIR=str(metrics))
+                   PROMETHEUS_MULTIPROC_DIR=str(metrics), **(env or {}))
         if workers:
             env["FLEXSVC_WORKERS"] = str(workers)
         if threads:
@@ -82,18 +83,20 @@ class Gunicorn:
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
-             os.environ.get("FLEXSVC_BENCH_APP", "wsgi:app")],
+             app or os.environ.get("FLEXSVC_BENCH_APP", "wsgi:app")],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 60) -> None:
+    def wait_ready(self, timeout: float = 60, path: str = "/healthz",
+                   method: str = "GET") -> None:
+        """Until ``method path`` answers below 500 (a 404 or 405 also shows it is serving)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited early; see {self.log_path}")
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
+                conn.request(method, path)
+                if conn.getresponse().status < 500:
                     conn.close()
                     if len(self.workers()) >= 1:
                         return

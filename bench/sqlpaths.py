@@ -19,6 +19,7 @@ import time
 
 import psycopg
 
+from bench.minimal_app import UPSERT_TAIL
 from bench.workload import GROUP, USER, Batch
 
 FLOOR_SQL = """
@@ -29,27 +30,13 @@ SELECT u.key, %(group_id)s, u.plan_id, u.calendar_year, u.schedule_date, u.sched
        now(), %(user)s, now(), %(user)s
 FROM unnest(%(keys)b::integer[], %(plan_ids)b::varchar[], %(calendar_years)b::varchar[],
             %(schedule_dates)b::timestamp[], %(schedule_types)b::varchar[])
-     AS u(key, plan_id, calendar_year, schedule_date, schedule_type)
-ON CONFLICT (group_flex_schedule_key) DO UPDATE
-SET plan_id = EXCLUDED.plan_id, calendar_year = EXCLUDED.calendar_year,
-    schedule_date = EXCLUDED.schedule_date, schedule_type = EXCLUDED.schedule_type,
-    update_date = EXCLUDED.update_date, update_user = EXCLUDED.update_user
-WHERE t.group_id = EXCLUDED.group_id
-RETURNING t.group_flex_schedule_key, (t.xmax = 0) AS inserted
-"""
+     AS u(key, plan_id, calendar_year, schedule_date, schedule_type)""" + UPSERT_TAIL
 
 PER_ITEM_SQL = """
 INSERT INTO group_flex_schedule AS t (
     group_flex_schedule_key, group_id, plan_id, calendar_year, schedule_date, schedule_type,
     entry_date, entry_user, update_date, update_user)
-VALUES (%s, %s, %s, %s, %s, %s, now(), %s, now(), %s)
-ON CONFLICT (group_flex_schedule_key) DO UPDATE
-SET plan_id = EXCLUDED.plan_id, calendar_year = EXCLUDED.calendar_year,
-    schedule_date = EXCLUDED.schedule_date, schedule_type = EXCLUDED.schedule_type,
-    update_date = EXCLUDED.update_date, update_user = EXCLUDED.update_user
-WHERE t.group_id = EXCLUDED.group_id
-RETURNING t.group_flex_schedule_key, (t.xmax = 0) AS inserted
-"""
+VALUES (%s, %s, %s, %s, %s, %s, now(), %s, now(), %s)""" + UPSERT_TAIL
 
 
 def run_floor(conn: psycopg.Connection, batch: Batch) -> tuple[float, int, int]:
