@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not admin_dsn:
             print("starting an embedded PostgreSQL ...", flush=True)
-            server = EmbeddedPostgres(workdir / "pg")
+            server = EmbeddedPostgres.throwaway()
             admin_dsn = server.start()
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
