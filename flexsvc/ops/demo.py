@@ -60,16 +60,8 @@ databases = ["demo"]
 """
 
 
-def demo_curl(base_url: str, api_key: str, token: str) -> str:
-    items = [
-        {"groupFlexSchedule_Key": 0, "group_ID": DEMO_GROUP, "plan_ID": "FSA",
-         "calendar_Year": DEMO_YEAR, "schedule_Date": "2026-01-15", "schedule_Type": "MONTHLY"},
-        {"groupFlexSchedule_Key": 0, "group_ID": DEMO_GROUP, "plan_ID": "HRA",
-         "calendar_Year": DEMO_YEAR, "schedule_Date": "2026-02-15 00:00:00 UTC",
-         "schedule_Type": "monthly"},
-    ]
-    body = json.dumps(items)
-    url = f"{base_url}/groups/{DEMO_GROUP}/flex-schedules-batch"
+def _put_curl(url: str, body: str, api_key: str, token: str) -> str:
+    """A ready-to-paste curl PUT of ``body`` to ``url`` with the demo's headers."""
     return " \\\n  ".join([
         f"curl -sS -X PUT {shlex.quote(url)}",
         "-H 'Content-Type: application/json'",
@@ -80,17 +72,23 @@ def demo_curl(base_url: str, api_key: str, token: str) -> str:
     ])
 
 
+def demo_curl(base_url: str, api_key: str, token: str) -> str:
+    """A curl that creates two schedules with one batch (MONTHLY: dates calculated)."""
+    items = [
+        {"groupFlexSchedule_Key": 0, "group_ID": DEMO_GROUP, "plan_ID": "FSA",
+         "calendar_Year": DEMO_YEAR, "schedule_Date": "2026-01-15", "schedule_Type": "MONTHLY"},
+        {"groupFlexSchedule_Key": 0, "group_ID": DEMO_GROUP, "plan_ID": "HRA",
+         "calendar_Year": DEMO_YEAR, "schedule_Date": "2026-02-15 00:00:00 UTC",
+         "schedule_Type": "monthly"},
+    ]
+    return _put_curl(f"{base_url}/groups/{DEMO_GROUP}/flex-schedules-batch", json.dumps(items),
+                     api_key, token)
+
+
 def layout_curl(base_url: str, api_key: str, token: str) -> str:
     """A curl that lays out plan FSA's year as BIWEEKLY payments from its first payment date."""
-    url = f"{base_url}/groups/{DEMO_GROUP}/flexes/FSA/{DEMO_YEAR}/schedule"
-    return " \\\n  ".join([
-        f"curl -sS -X PUT {shlex.quote(url)}",
-        "-H 'Content-Type: application/json'",
-        "-H 'vbasoftware-database: demo'",
-        f"-H {shlex.quote('x-api-key: ' + api_key)}",
-        f"-H {shlex.quote('Authorization: Bearer ' + token)}",
-        "--data '{\"schedule_Type\": \"BIWEEKLY\"}'",
-    ])
+    return _put_curl(f"{base_url}/groups/{DEMO_GROUP}/flexes/FSA/{DEMO_YEAR}/schedule",
+                     json.dumps({"schedule_Type": "BIWEEKLY"}), api_key, token)
 
 
 class _OneLineParser(argparse.ArgumentParser):
