@@ -126,8 +126,9 @@ class Load:
             while not self._stop.is_set():
                 seq += 1
                 first = 1_000_000 + n * 100_000 + seq * 5
-                sent = [item(k, schedule_Date=f"2026-{k % 12 + 1:02d}-{k % 28 + 1:02d}")
-                        for k in range(first, first + 5)]
+                # CUSTOM: stored as sent (a rule-based type would move most of these dates).
+                sent = [item(k, schedule_Date=f"2026-{k % 12 + 1:02d}-{k % 28 + 1:02d}",
+                             schedule_Type="CUSTOM") for k in range(first, first + 5)]
                 started = time.monotonic()
                 try:
                     response = session.put(self.url + URL, json=sent, headers=headers(),
