@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="small-batch phases per gunicorn (alternating when comparing)")
     parser.add_argument("--no-round-trips", action="store_true",
                         help="skip the statement-per-item-with-a-round-trip-each method")
+    parser.add_argument("--idempotency-key", action="store_true",
+                        help="send a fresh Idempotency-Key with every batch (SPEC §9)")
     parser.add_argument("--no-doc", action="store_true", help="do not update PERFORMANCE.md")
     parser.add_argument("--strict", action="store_true", help="exit 1 if service/floor > 2.0")
     return parser.parse_args(argv)
@@ -172,7 +174,7 @@ def small_batches(args: argparse.Namespace, port: int, headers: dict[str, str],
     start_gate = threading.Barrier(args.clients + 1)
 
     def worker(index: int) -> None:
-        client = Client(port, headers)
+        client = Client(port, headers, idempotency_keys=args.idempotency_key)
         slice_start = 1 + index * 300
         bodies = []
         for variant in range(300 // half):
@@ -383,8 +385,11 @@ def main(argv: list[str] | None = None) -> int:
         idle_rss = sampler.sample()
         conf = gunicorn.settings
         settings = (f"{conf['workers']} workers x {conf['threads']} threads "
-                    f"({conf['worker_class']}), pool max_size {args.pool_size} per worker")
-        clients = {name: Client(server.port, headers[name]) for name, server in servers.items()}
+                    f"({conf['worker_class']}), pool max_size {args.pool_size} per worker"
+                    + (", a fresh Idempotency-Key on every batch" if args.idempotency_key
+                       else ""))
+        clients = {name: Client(server.port, headers[name], idempotency_keys=args.idempotency_key)
+                   for name, server in servers.items()}
         print(f"gunicorn on 127.0.0.1:{gunicorn.port}: {settings}", flush=True)
         print(f"(1)-(3): {args.items:,}-item batches, {args.rounds} rounds + warm-up", flush=True)
         times = big_rounds(args, dsn, clients, errors, sampler)
