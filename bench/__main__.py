@@ -76,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-requests", type=int, default=0,
                         help="FLEXSVC_MAX_REQUESTS (worker recycling) for both gunicorns; "
                              "0, the default, turns recycling off for the run")
+    parser.add_argument("--idempotency-key", action="store_true",
+                        help="send a fresh Idempotency-Key with every 10k batch (SPEC §9)")
     parser.add_argument("--no-doc", action="store_true", help="do not update PERFORMANCE.md")
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 if a SPEC §7 bar is missed")
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         if "10k" in args.parts:      # first: the memory figure is a fresh worker's, as before
             print(f"10k: {args.items:,}-item batches ({', '.join(args.variant_list)}), "
                   f"{args.rounds} rounds + warm-up", flush=True)
-            client = Client(service.port, headers)
+            client = Client(service.port, headers, idempotency_keys=args.idempotency_key)
             times = big_rounds(dsn, client, sampler, errors, items=args.items,
                                rounds=args.rounds, variants=args.variant_list,
                                round_trips=not args.no_round_trips)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -187,9 +188,10 @@ class RssSampler:
 class Client:
     """One keep-alive HTTP connection to the service."""
 
-    def __init__(self, port: int, headers: dict[str, str]):
+    def __init__(self, port: int, headers: dict[str, str], *, idempotency_keys: bool = False):
         self.port = port
         self.headers = headers
+        self.idempotency_keys = idempotency_keys   # a fresh Idempotency-Key on every PUT
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         self.path = f"/groups/{GROUP}/flex-schedules-batch"
 
@@ -197,7 +199,9 @@ class Client:
         """PUT one batch; return (seconds, HTTP status, Counter of item statuses)."""
         started = time.perf_counter()
         try:
-            self.conn.request("PUT", self.path, body=body, headers=self.headers)
+            headers = ({**self.headers, "Idempotency-Key": uuid.uuid4().hex}
+                       if self.idempotency_keys else self.headers)
+            self.conn.request("PUT", self.path, body=body, headers=headers)
             response = self.conn.getresponse()
             payload = response.read()
         except (OSError, http.client.HTTPException):

@@ -101,6 +101,16 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class IdempotencySettings:
+    #: How long a recorded answer to a request with an Idempotency-Key is replayed (SPEC §9).
+    ttl_hours: float = 24.0
+
+    @property
+    def ttl_seconds(self) -> float:
+        return self.ttl_hours * 3600
+
+
+@dataclass(frozen=True)
 class Settings:
     databases: dict[str, str]
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -110,6 +120,7 @@ class Settings:
     source: str = "<memory>"
     pool_overrides: dict[str, PoolSettings] = field(default_factory=dict)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    idempotency: IdempotencySettings = field(default_factory=IdempotencySettings)
 
     def pool_for(self, database: str) -> PoolSettings:
         """The pool settings of ``database``: [pool] with its [pools.NAME] overrides."""
@@ -144,7 +155,7 @@ def settings_from_mapping(
 ) -> Settings:
     """Build validated settings from an already-parsed TOML document."""
     env = os.environ if environ is None else environ
-    for name in ("databases", "auth", "pool", "pools", "limits", "metrics"):
+    for name in ("databases", "auth", "pool", "pools", "limits", "metrics", "idempotency"):
         if not isinstance(raw.get(name, {}), dict):
             raise ConfigError(f"{name} must be a table ([{name}])")
     if not isinstance(raw.get("api_keys", []), list) or not all(
@@ -168,9 +179,12 @@ def settings_from_mapping(
         raise ConfigError("limits.max_items must be positive")
     if not limits.body_stall_seconds > 0:
         raise ConfigError("limits.body_stall_seconds must be positive")
+    idempotency = _section(IdempotencySettings, raw.get("idempotency", {}), "idempotency")
+    if not idempotency.ttl_hours > 0:
+        raise ConfigError("idempotency.ttl_hours must be positive")
     return Settings(databases=databases, auth=auth, api_keys=api_keys, pool=pool,
                     limits=limits, source=source, pool_overrides=pool_overrides,
-                    metrics=metrics)
+                    metrics=metrics, idempotency=idempotency)
 
 
 def _pool(section: dict[str, Any], label: str, base: PoolSettings | None = None) -> PoolSettings:

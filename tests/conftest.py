@@ -134,9 +134,11 @@ def seed_groups(conn: psycopg.Connection) -> None:
 
 @pytest.fixture
 def clean_db(tenant_dsns: dict[str, str]) -> Iterator[psycopg.Connection]:
-    """An autocommit connection to tenant ``main``, emptied and seeded with G1/G2 first."""
+    """An autocommit connection to tenant ``main``, emptied (idempotency records too) and
+    seeded with G1/G2 first."""
     with psycopg.connect(tenant_dsns["main"], autocommit=True) as conn:
-        conn.execute("TRUNCATE group_flex_schedule, group_flex, groups RESTART IDENTITY CASCADE")
+        conn.execute("TRUNCATE group_flex_schedule, group_flex, groups, flexsvc_idempotency "
+                     "RESTART IDENTITY CASCADE")
         seed_groups(conn)
         yield conn
 

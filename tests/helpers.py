@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -74,3 +75,11 @@ def rows(conn: psycopg.Connection, where: str = "TRUE") -> list[dict[str, Any]]:
 
 def statuses(response) -> list[int]:
     return [r["status"] for r in response.get_json()["data"]]
+
+
+def in_thread(call) -> tuple[threading.Thread, list]:
+    """Run ``call()`` in a daemon thread; its result lands in the returned list."""
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
+    thread.start()
+    return thread, result

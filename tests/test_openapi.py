@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from openapi_spec_validator import validate
 
 from flexsvc import create_app
 from flexsvc.config import settings_from_mapping
+from flexsvc.http.idempotency import KEY_PATTERN, parse_key
 from flexsvc.http.openapi import EXCLUDED_ENDPOINTS, UNDOCUMENTED, api_routes
 from flexsvc.rules.schemas import GroupFlexScheduleSchema, ItemResultSchema, ProblemSchema
 from tests.conftest import settings_mapping
@@ -172,3 +175,48 @@ def test_either_mode_documents_alternative_credentials(tenant_dsns):
 
 def test_the_document_is_stable_between_requests(app, spec):
     assert app.test_client().get("/openapi.json").get_json() == spec
+
+
+WRITING_OPERATIONS = {
+    ("/groups/{groupID}/flex-schedules-batch", "put"): "207",
+    ("/groups/{groupID}/flex-schedules", "post"): "201",
+    ("/groups/{groupID}/flex-schedules/{groupFlexSchedule_Key}", "put"): "200",
+    ("/groups/{groupID}/flex-schedules/{groupFlexSchedule_Key}", "delete"): "204",
+    (LAYOUT_PATH, "put"): "207",
+}
+
+
+def test_every_writing_operation_documents_the_idempotency_key(spec):
+    """SPEC §9: the header on every writing route (and no other), its 409 and 422 answers, and
+    the header that marks a replay on every success."""
+    header = spec["components"]["parameters"]["Idempotency-Key"]
+    assert header["in"] == "header" and header["required"] is False
+    assert header["schema"]["pattern"] == KEY_PATTERN
+    key_ref = "#/components/parameters/Idempotency-Key"
+    for path, method, operation in operations(spec):
+        refs = [p.get("$ref") for p in operation.get("parameters", [])]
+        assert (key_ref in refs) == ((path, method) in WRITING_OPERATIONS), (path, method)
+        if (path, method) not in WRITING_OPERATIONS:
+            continue
+        responses = operation["responses"]
+        assert "Idempotency-Key" in responses["409"]["description"]
+        assert "Retry-After" in responses["409"]["headers"]
+        assert "Idempotency-Key" in responses["422"]["description"]
+        successes = [status for status in responses if status.startswith("2")]
+        assert WRITING_OPERATIONS[(path, method)] in successes
+        for status in successes:
+            assert "Idempotent-Replayed" in responses[status]["headers"], (path, method, status)
+    # The item-level meanings of 409/422 are kept beside the key's.
+    post = spec["paths"]["/groups/{groupID}/flex-schedules"]["post"]["responses"]
+    assert "another group" in post["409"]["description"]
+    assert "GroupFlex" in post["422"]["description"]
+
+
+@pytest.mark.parametrize("value", ["k" * 255, '"quoted"', r'"a\"b"', 'a"b', "~"])
+def test_the_documented_pattern_accepts_what_the_service_accepts(value):
+    assert re.fullmatch(KEY_PATTERN, value) and parse_key(value) is not None
+
+
+@pytest.mark.parametrize("value", ["", "k" * 256, "a b", '"open', 'close"', '""', "é"])
+def test_the_documented_pattern_rejects_what_the_service_rejects(value):
+    assert not re.fullmatch(KEY_PATTERN, value) and parse_key(value) is None

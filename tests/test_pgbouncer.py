@@ -28,7 +28,7 @@ from flexsvc.data.migrations import apply_migrations, migration_files
 from flexsvc.http.auth import digest_api_key
 from flexsvc.ops.embedded import EmbeddedPostgres
 from tests.conftest import seed_groups, settings_mapping
-from tests.helpers import headers, item, put_batch, rows, statuses
+from tests.helpers import headers, in_thread, item, put_batch, rows, statuses
 from tests.servers import PgBouncer, flask_migrate, run_gunicorn, run_pgbouncer, write_config
 
 pytestmark = pytest.mark.slow
@@ -278,13 +278,6 @@ def blocked_backend(admin_dsn: str, query_start: str, timeout: float = 8.0) -> i
     raise AssertionError(f"no backend blocked in {query_start!r}")
 
 
-def in_thread(call) -> tuple[threading.Thread, list]:
-    result: list = []
-    thread = threading.Thread(target=lambda: result.append(call()), daemon=True)
-    thread.start()
-    return thread, result
-
-
 def terminated_under(call, admin_dsn: str, blocker_sql: str, query_start: str):
     """Run ``call`` while ``blocker_sql`` holds a lock it needs; kill its backend; return the
     response."""
@@ -333,3 +326,51 @@ def test_server_connection_dropped_mid_pipeline(second_server: EmbeddedPostgres,
         assert again.status_code == 200 and len(again.get_json()["data"]) == 3
     finally:
         app.extensions["flexsvc.pools"].close()
+
+
+def test_idempotent_retries_behind_pgbouncer_across_workers(tmp_path: Path,
+                                                            second_server: EmbeddedPostgres,
+                                                            bouncer: PgBouncer):
+    """SPEC §9 with the default settings, through PgBouncer in transaction mode and two
+    gunicorn workers: 8 clients send the same keyed key-0 batch at once, three times over.
+    Each time it runs exactly once (its rows once); every other answer is its replay, byte for
+    byte, or a 409. A later retry replays; the key for another body is a 422. No advisory lock
+    outlives its transaction on PgBouncer's server connections."""
+    name = new_database(second_server)
+    config = write_config(tmp_path / "flexsvc.toml",
+                          settings_mapping({"main": bouncer.dsn(name), "other": bouncer.dsn(name)},
+                                           pool={}))
+    batch = [item(0, schedule_Date=f"2026-{1 + n % 12:02d}-01") for n in range(100)]
+    with run_gunicorn(config, workers=2, threads=4) as server:
+        def send(key: str, body: list, gate: threading.Barrier | None = None):
+            if gate is not None:
+                gate.wait()
+            return requests.put(server.url + URL, json=body, timeout=60,
+                                headers=headers(**{"Idempotency-Key": key}))
+
+        for round_no in range(3):
+            key, gate = f"pgb-{uuid.uuid4()}", threading.Barrier(8)
+            with ThreadPoolExecutor(8) as pool:
+                answers = list(pool.map(lambda _: send(key, batch, gate), range(8)))  # noqa: B023
+            fresh = [a for a in answers
+                     if a.status_code == 207 and "Idempotent-Replayed" not in a.headers]
+            assert len(fresh) == 1, [(a.status_code, dict(a.headers)) for a in answers]
+            assert [r["status"] for r in fresh[0].json()["data"]] == [201] * 100
+            for answer in answers:
+                if answer is not fresh[0]:
+                    assert answer.status_code in (207, 409), answer.text
+                    if answer.status_code == 207:
+                        assert answer.headers["Idempotent-Replayed"] == "true"
+                        assert answer.content == fresh[0].content
+            with psycopg.connect(second_server.dsn(name)) as conn:
+                assert len(rows(conn)) == 100 * (round_no + 1)
+            later = send(key, batch)
+            assert later.headers["Idempotent-Replayed"] == "true"
+            assert later.content == fresh[0].content
+            assert send(key, batch[:1]).status_code == 422
+        outcomes = [line.get("idempotency") for line in server.request_lines()]
+    assert outcomes.count("recorded") == 3 and outcomes.count("conflict") == 3
+    with psycopg.connect(second_server.dsn(name)) as conn:
+        assert conn.execute("SELECT count(*) FROM flexsvc_idempotency").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM pg_locks "
+                            "WHERE locktype = 'advisory'").fetchone()[0] == 0

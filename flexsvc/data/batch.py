@@ -18,7 +18,14 @@ import psycopg
 from flexsvc.config import PoolSettings
 from flexsvc.data import store
 from flexsvc.data.db import CONNECTION_ERRORS, Pools
-from flexsvc.data.writes import BeforeCommit, ConcurrentChange, run_write, usable_new_keys
+from flexsvc.data.idempotency import IdempotentWrite
+from flexsvc.data.writes import (
+    BeforeCommit,
+    ConcurrentChange,
+    begin_write,
+    run_write,
+    usable_new_keys,
+)
 from flexsvc.rules.planning import (
     BatchEntry,
     BatchPlan,
@@ -38,13 +45,18 @@ class GroupNotFound(Exception):
 def upsert_batch(
     pools: Pools, database: str, pool_settings: PoolSettings, group_id: str,
     entries: Sequence[BatchEntry], user: str | None, *, atomic: bool = False,
-    dry_run: bool = False, before_commit: BeforeCommit | None = None,
+    dry_run: bool = False, idempotency: IdempotentWrite | None = None,
+    before_commit: BeforeCommit | None = None,
 ) -> list[ItemResult]:
     """Apply ``entries`` to ``database``; return one result per entry, in order.
 
     After an unexpected error of the set-based write, the batch runs once more writing row by
-    row, so that only the failing items answer 500.
+    row, so that only the failing items answer 500. ``idempotency``: the transaction begins
+    with the key's lock and lookup (``Replay``, ``KeyReused`` or ``KeyInUse`` end it), and
+    ``before_commit`` defaults to recording the results.
     """
+    if before_commit is None and idempotency is not None:
+        before_commit = idempotency.record
     isolate = False
 
     def write_row_by_row_next_time() -> bool:
@@ -57,21 +69,23 @@ def upsert_batch(
 
     return run_write(pools, database, lambda conn, exclusive: _apply_once(
         conn, pool_settings, group_id, entries, user, atomic=atomic, dry_run=dry_run,
-        isolate=isolate, exclusive=exclusive, before_commit=before_commit),
+        isolate=isolate, exclusive=exclusive, idempotency=idempotency,
+        before_commit=before_commit),
         recover=write_row_by_row_next_time)
 
 
 def _apply_once(
     conn: psycopg.Connection, pool_settings: PoolSettings, group_id: str,
     entries: Sequence[BatchEntry], user: str | None, *, atomic: bool, dry_run: bool,
-    isolate: bool, exclusive: bool = False, before_commit: BeforeCommit | None = None,
+    isolate: bool, exclusive: bool = False, idempotency: IdempotentWrite | None = None,
+    before_commit: BeforeCommit | None = None,
 ) -> list[ItemResult]:
     valid = [e for e in entries if isinstance(e, ScheduleInput)]
     explicit = sorted({e.key for e in valid if e.key})
     new_count = 0 if dry_run else sum(1 for e in valid if e.key == 0)
     results: list[ItemResult]
     with conn.transaction() as tx:
-        store.begin_batch(conn, pool_settings, exclusive=exclusive)
+        begin_write(conn, pool_settings, exclusive=exclusive, idempotency=idempotency)
         allocated = store.allocate_schedule_keys(conn, new_count)
         facts = store.read_batch_facts(conn, group_id, explicit + allocated)
         if not facts.group_exists:

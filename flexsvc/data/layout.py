@@ -6,7 +6,8 @@ trip, the group (KEY SHARE), the GroupFlex (NO KEY UPDATE: a batch of this group
 the lay-out, or the lay-out for it), the types with their rules (KEY SHARE) and the
 GroupFlex's rows (FOR UPDATE, key order). ``plan_layout`` decides; then, unless it is a dry
 run, new keys from the identity sequence and the writes, set-based and pipelined (the anchor,
-the deletes, the inserts). ``before_commit`` is the transaction's last step before COMMIT.
+the deletes, the inserts). With an Idempotency-Key, the first round trip also takes the key's
+lock and record, and recording the answer is the last step before COMMIT.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from flexsvc.config import PoolSettings
 from flexsvc.data import store
 from flexsvc.data.batch import GroupNotFound
 from flexsvc.data.db import Pools
+from flexsvc.data.idempotency import IdempotentWrite
 from flexsvc.data.queries import sql
-from flexsvc.data.writes import BeforeCommit, ConcurrentChange, run_write, usable_new_keys
+from flexsvc.data.writes import ConcurrentChange, begin_write, run_write, usable_new_keys
 from flexsvc.rules.calculation import GroupFlexDates, ScheduleCalculator
 from flexsvc.rules.layout import (
     LayoutPlan,
@@ -42,23 +44,26 @@ class KeysExhausted(Exception):
 def lay_out(
     pools: Pools, database: str, pool_settings: PoolSettings, group_id: str, plan_id: str,
     calendar_year: str, request: LayoutRequest, user: str | None, *, dry_run: bool = False,
-    before_commit: BeforeCommit | None = None,
+    idempotency: IdempotentWrite | None = None,
 ) -> list[LayoutResult]:
-    """Lay out the GroupFlex's year; the answer's rows (kept and created, then deleted)."""
+    """Lay out the GroupFlex's year; the answer's rows (kept and created, then deleted).
+
+    ``idempotency``: the transaction begins with the key's lock and lookup, and records the
+    rendered results just before COMMIT (never for a dry run)."""
     where = {"group_id": group_id, "plan_id": plan_id, "calendar_year": calendar_year}
     return run_write(pools, database, lambda conn, exclusive: _lay_out_once(
         conn, pool_settings, where, request, user, dry_run=dry_run, exclusive=exclusive,
-        before_commit=before_commit))
+        idempotency=idempotency))
 
 
 def _lay_out_once(
     conn: psycopg.Connection, pool_settings: PoolSettings, where: dict[str, str],
     request: LayoutRequest, user: str | None, *, dry_run: bool, exclusive: bool,
-    before_commit: BeforeCommit | None,
+    idempotency: IdempotentWrite | None,
 ) -> list[LayoutResult]:
     results: list[LayoutResult]
     with conn.transaction() as tx:
-        store.begin_batch(conn, pool_settings, exclusive=exclusive)
+        begin_write(conn, pool_settings, exclusive=exclusive, idempotency=idempotency)
         with conn.pipeline():
             group = conn.execute(sql("lock_group"), where)
             group_flex = conn.execute(sql("lock_layout_group_flex"), where)
@@ -82,8 +87,8 @@ def _lay_out_once(
         keys = _new_keys(conn, len(plan.creates))
         _write(conn, where, plan, keys, user)
         results = plan.results(keys)
-        if before_commit is not None:
-            before_commit(conn, results)      # the transaction's last statement before COMMIT
+        if idempotency is not None:
+            idempotency.record(conn, results)  # the transaction's last statement before COMMIT
     return results
 
 

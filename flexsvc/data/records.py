@@ -3,6 +3,8 @@
 Writes are not implemented here again: a PUT or POST is a batch of one through
 ``batch.upsert_batch``, so a single record obeys exactly the batch's rules (validation, 409 for a
 key under another group, 422 for a missing parent or schedule type, race-free key-0 creates).
+The written record is read back inside that transaction, so the answer (recorded with it under
+an Idempotency-Key) shows what this request stored.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from flexsvc.config import PoolSettings
 from flexsvc.data import store
 from flexsvc.data.batch import GroupNotFound, upsert_batch
 from flexsvc.data.db import Pools
+from flexsvc.data.idempotency import IdempotentWrite
 from flexsvc.data.queries import sql
+from flexsvc.data.writes import run_write
 from flexsvc.rules.planning import ItemResult
 from flexsvc.rules.schemas import ScheduleInput, SortKey
 
@@ -133,28 +137,51 @@ def get_record(
 
 
 def delete_record(
-    pools: Pools, database: str, pool_settings: PoolSettings, group_id: str, key: int,
+    pools: Pools, database: str, pool_settings: PoolSettings, group_id: str, key: int, *,
+    idempotency: IdempotentWrite | None = None,
 ) -> None:
-    """Delete the record ``key`` of ``group_id``; a record of another group is never touched."""
-    with pools.connection(database) as conn, conn.transaction():
-        store.set_transaction_timeouts(conn, pool_settings)
+    """Delete the record ``key`` of ``group_id``; a record of another group is never touched.
+
+    ``idempotency``: the transaction begins with the key's lock and lookup, and records the
+    answer (``render(None)``) just before COMMIT."""
+    run_write(pools, database, lambda conn, _exclusive: _delete_once(
+        conn, pool_settings, group_id, key, idempotency))
+
+
+def _delete_once(conn: psycopg.Connection, pool_settings: PoolSettings, group_id: str, key: int,
+                 idempotency: IdempotentWrite | None) -> None:
+    with conn.transaction():
+        if idempotency is None:
+            store.set_transaction_timeouts(conn, pool_settings)
+        else:
+            idempotency.begin(conn, pool_settings, exclusive=None)
         deleted = conn.execute(sql("delete_group_schedule"),
                                {"group_id": group_id, "key": key}).fetchone()
         if deleted is None:
             raise _missing(conn, group_id, key)
+        if idempotency is not None:
+            idempotency.record(conn, None)
 
 
 def save_record(
     pools: Pools, database: str, pool_settings: PoolSettings, group_id: str,
-    item: ScheduleInput, user: str | None,
+    item: ScheduleInput, user: str | None, *, idempotency: IdempotentWrite | None = None,
 ) -> tuple[ItemResult, ScheduleRecord | None]:
     """Create or update one record as a batch of one; the stored record when it was written.
 
-    The record is read back after the write (on a fresh checkout) so the answer shows what is
-    stored, server-managed audit fields included. ``None`` means the item failed: the result
-    says why (409, 422 or 500).
+    The record is read back in the write's transaction, just before COMMIT, so the answer shows
+    what this request stored, server-managed audit fields included. ``None`` means the item
+    failed: the result says why (409, 422 or 500). ``idempotency``: the transaction begins with
+    the key's lock and lookup, and records ``render((result, record))`` after the read-back.
     """
-    (result,) = upsert_batch(pools, database, pool_settings, group_id, [item], user)
-    if result.status not in (200, 201):
-        return result, None
-    return result, get_record(pools, database, pool_settings, group_id, result.key)
+    stored: list[ScheduleRecord | None] = [None]
+
+    def read_back(conn: psycopg.Connection, results: Sequence[ItemResult]) -> None:
+        (result,) = results
+        stored[0] = _fetch(conn, group_id, result.key) if result.status in (200, 201) else None
+        if idempotency is not None:
+            idempotency.record(conn, (result, stored[0]))
+
+    (result,) = upsert_batch(pools, database, pool_settings, group_id, [item], user,
+                             idempotency=idempotency, before_commit=read_back)
+    return result, stored[0]

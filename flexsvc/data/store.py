@@ -18,20 +18,21 @@ from flexsvc.rules.planning import BatchFacts
 from flexsvc.rules.schemas import ScheduleInput
 
 
-def _timeouts(settings: PoolSettings) -> dict[str, str]:
+def timeouts(settings: PoolSettings) -> dict[str, str]:
+    """The transaction-scoped timeouts' parameters (``set_transaction_timeouts``)."""
     return {"statement_timeout": f"{settings.statement_timeout_ms}ms",
             "lock_timeout": f"{settings.lock_timeout_ms}ms"}
 
 
 def set_transaction_timeouts(conn: psycopg.Connection, settings: PoolSettings) -> None:
     """Transaction-scoped timeouts (no session state: safe behind PgBouncer)."""
-    conn.execute(sql("set_transaction_timeouts"), _timeouts(settings))
+    conn.execute(sql("set_transaction_timeouts"), timeouts(settings))
 
 
 def begin_batch(conn: psycopg.Connection, settings: PoolSettings, *, exclusive: bool) -> None:
     """Transaction timeouts, and the batch writers' lock: shared by every batch, exclusive for
     a batch that met a concurrent change and retries (so the retry runs alone and succeeds)."""
-    conn.execute(sql("begin_batch"), {**_timeouts(settings), "exclusive": exclusive})
+    conn.execute(sql("begin_batch"), {**timeouts(settings), "exclusive": exclusive})
 
 
 def allocate_schedule_keys(conn: psycopg.Connection, count: int) -> list[int]:

@@ -5,6 +5,8 @@
   advisory lock exclusively (``store.begin_batch``), so it runs alone and cannot meet another
   change. After ``MAX_ATTEMPTS`` the request answers 503 (``WriteContention``).
 * New rows get their keys from the identity sequence, skipping keys that already exist.
+* ``begin_write``: a writing transaction's first round trip (timeouts, the writers' lock and,
+  with an Idempotency-Key, the scope's lock and record: ``flexsvc.data.idempotency``).
 * ``BeforeCommit``: the one point of a writing transaction just before COMMIT, for work that
   must commit or roll back with the write (an idempotency record, SPEC §9). It is called only
   when the transaction is about to commit: never for a dry run or a rolled-back atomic batch.
@@ -14,14 +16,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 
+from flexsvc.config import PoolSettings
 from flexsvc.data import store
 from flexsvc.data.db import CONNECTION_ERRORS, Pools
 from flexsvc.rules.planning import ItemResult
+
+if TYPE_CHECKING:   # flexsvc.data.idempotency imports this module
+    from flexsvc.data.idempotency import IdempotentWrite
 
 log = logging.getLogger("flexsvc.writes")
 
@@ -68,6 +74,17 @@ def run_write(
                 if recover is None or not recover():
                     raise
     raise WriteContention()
+
+
+def begin_write(conn: psycopg.Connection, settings: PoolSettings, *, exclusive: bool,
+                idempotency: IdempotentWrite | None) -> None:
+    """The first round trip of a batch or lay-out: without an Idempotency-Key exactly
+    ``store.begin_batch``; with one, also the key's lock and record (which may end the
+    transaction with a replay, a 409 or a 422 before anything is written)."""
+    if idempotency is None:
+        store.begin_batch(conn, settings, exclusive=exclusive)
+    else:
+        idempotency.begin(conn, settings, exclusive=exclusive)
 
 
 def usable_new_keys(

@@ -40,6 +40,8 @@ class Principal:
     user: str
     api_key: ApiKey | None
     token_databases: frozenset[str] | None
+    #: The JWT's user when the request carried a token (``user`` may be the API key's name).
+    token_user: str | None = None
 
     def may_use(self, database: str) -> bool:
         if self.api_key is not None and not self.api_key.allows(database):
@@ -123,7 +125,8 @@ def authenticate(headers: Any, settings: Settings) -> Principal:
     else:
         assert api_key is not None
         user = api_key.name
-    return Principal(user=user, api_key=api_key, token_databases=token_databases)
+    return Principal(user=user, api_key=api_key, token_databases=token_databases,
+                     token_user=user if claims is not None else None)
 
 
 def authorize_database(principal: Principal, database: str | None, settings: Settings) -> str:

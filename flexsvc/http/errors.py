@@ -16,6 +16,7 @@ from werkzeug.wrappers import Response
 
 from flexsvc.data.batch import GroupNotFound
 from flexsvc.data.db import DatabaseUnavailable, UnknownDatabase
+from flexsvc.data.idempotency import KeyInUse, KeyReused
 from flexsvc.data.layout import GroupFlexNotFound, KeysExhausted
 from flexsvc.data.records import RecordNotFound
 from flexsvc.data.writes import WriteContention
@@ -93,6 +94,14 @@ def _domain_problem(exc: Exception) -> Response:
         return problem_response(409, "No new groupFlexSchedule_Key can be assigned for the rows "
                                      "to create: the key sequence has reached its maximum "
                                      "(2147483647). Nothing was written.")
+    if isinstance(exc, KeyReused):
+        return problem_response(422, "This Idempotency-Key was already used for a different "
+                                     "request (another method, path, query or body); nothing "
+                                     "was written. Send a new request with a new key.")
+    if isinstance(exc, KeyInUse):
+        return problem_response(409, "A request with this Idempotency-Key is still being "
+                                     "processed; nothing was written. Retry after it finishes: "
+                                     "the retry gets its answer.", {"Retry-After": "1"})
     if isinstance(exc, DatabaseUnavailable):
         return problem_response(503, "The target database is unavailable; nothing was written. "
                                      "Retry later.", {"Retry-After": RETRY_AFTER_SECONDS})
@@ -110,7 +119,7 @@ def init_app(app: Flask) -> None:
 
     for domain_error in (Unauthorized, Forbidden, UnknownDatabase, GroupNotFound,
                          RecordNotFound, GroupFlexNotFound, LayoutRejected, KeysExhausted,
-                         DatabaseUnavailable, WriteContention):
+                         KeyReused, KeyInUse, DatabaseUnavailable, WriteContention):
         app.register_error_handler(domain_error, _domain_problem)
 
     @app.errorhandler(HTTPException)

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from flexsvc.config import Settings
 from flexsvc.http.auth import Principal, authenticate, authorize_database
 from flexsvc.http.errors import ApiError
+from flexsvc.http.idempotency import fingerprint_body
 from flexsvc.http.jsonio import MalformedJSON, parse_json
 from flexsvc.rules.text import is_storable_text
 
@@ -77,6 +78,7 @@ def read_json_body(expected: str = "a JSON object") -> Any:
                             "connection).") from exc
     if len(body) > limit:
         raise ApiError(413, f"The body is larger than {limit} bytes.")
+    fingerprint_body(body)
     if not body.strip():
         raise ApiError(400, f"The body is empty; send {expected}.")
     try:

@@ -18,6 +18,8 @@ from flask import Flask
 
 from flexsvc.config import Settings
 from flexsvc.http.auth import API_KEY_HEADER
+from flexsvc.http.idempotency import HEADER as IDEMPOTENCY_HEADER
+from flexsvc.http.idempotency import KEY_PATTERN, MAX_KEY_LENGTH, REPLAYED_HEADER
 from flexsvc.http.inputs import (
     DATABASE_HEADER,
     MAX_CALENDAR_YEAR_LENGTH,
@@ -131,6 +133,39 @@ def _tenant(operation: dict[str, Any], query: Any = None) -> dict[str, Any]:
             **operation}
 
 
+_KEY_IN_USE = ("A request with this Idempotency-Key is still running (after waiting for it "
+               "up to the lock timeout); nothing was written. Retry after Retry-After seconds: "
+               "the retry gets the first request's answer.")
+_KEY_REUSED = ("This Idempotency-Key was already used for a different request (another "
+               "method, path, query or body bytes); nothing was written.")
+_REPLAYED = {REPLAYED_HEADER: "`true` when this is the recorded answer to an earlier request "
+                              "with the same Idempotency-Key, sent again byte for byte "
+                              "(nothing was written). Absent otherwise."}
+
+
+def _idempotent(operation: dict[str, Any]) -> dict[str, Any]:
+    """A writing operation: it accepts Idempotency-Key (SPEC §9), may answer 409/422 for it,
+    and marks replayed answers."""
+    operation["parameters"].append(IDEMPOTENCY_HEADER)
+    responses = operation["responses"]
+    for status, text in (("409", _KEY_IN_USE), ("422", _KEY_REUSED)):
+        if status in responses:
+            responses[status] = copy.deepcopy(responses[status])
+            responses[status]["description"] += " Or: " + text
+        else:
+            responses[status] = _problem(text)
+    responses["409"].setdefault("headers", {})["Retry-After"] = {
+        "description": "Seconds to wait before retrying (with the same key).",
+        "schema": {"type": "string"}}
+    for status, response in list(responses.items()):
+        if status.startswith("2"):
+            response = responses[status] = copy.deepcopy(response)
+            response.setdefault("headers", {}).update(
+                {name: {"description": text, "schema": {"type": "string", "enum": ["true"]}}
+                 for name, text in _REPLAYED.items()})
+    return operation
+
+
 def _public(operation: dict[str, Any]) -> dict[str, Any]:
     """An unauthenticated operation (probes, the document itself, the docs page)."""
     return {"tags": [TAG_SERVICE], "security": [], **operation}
@@ -138,7 +173,7 @@ def _public(operation: dict[str, Any]) -> dict[str, Any]:
 
 #: (OpenAPI path, method) -> operation. Paths use the seed's parameter names.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("/groups/{groupID}/flex-schedules-batch", "put"): _tenant({
+    ("/groups/{groupID}/flex-schedules-batch", "put"): _idempotent(_tenant({
         "operationId": "createOrUpdateBatchGroupFlexSchedule",
         "summary": "Create or Update Batch GroupFlexSchedule",
         "description": "Create or update many records at once, applied as if one by one in "
@@ -154,7 +189,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "207": _json("One result per item, in request order.", BatchResponseSchema),
             **{s: _WRITE_PROBLEMS[s] for s in ("413", "415")},
         },
-    }, BatchQuerySchema),
+    }, BatchQuerySchema)),
     ("/groups/{groupID}/flex-schedules", "get"): _tenant({
         "operationId": "listGroupFlexSchedule",
         "summary": "List GroupFlexSchedule",
@@ -167,7 +202,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             **{"X-Total-Count": "Number of the group's records over all pages.",
                "Link": "RFC 8288 links to the first, prev, next and last pages."})},
     }, ListQuerySchema),
-    ("/groups/{groupID}/flex-schedules", "post"): _tenant({
+    ("/groups/{groupID}/flex-schedules", "post"): _idempotent(_tenant({
         "operationId": "createGroupFlexSchedule",
         "summary": "Create GroupFlexSchedule",
         "description": "Create one record with a server-assigned key: groupFlexSchedule_Key "
@@ -180,14 +215,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             "201": _json("Created; the stored record.", RecordResponseSchema, **_LOCATION),
             **{s: _WRITE_PROBLEMS[s] for s in ("409", "413", "415", "422")},
         },
-    }),
+    })),
     ("/groups/{groupID}/flex-schedules/{groupFlexSchedule_Key}", "get"): _tenant({
         "operationId": "getGroupFlexSchedule",
         "summary": "Get GroupFlexSchedule",
         "description": "One record. 404 when it does not exist or belongs to another group.",
         "responses": {"200": _json("The record.", RecordResponseSchema)},
     }),
-    ("/groups/{groupID}/flex-schedules/{groupFlexSchedule_Key}", "put"): _tenant({
+    ("/groups/{groupID}/flex-schedules/{groupFlexSchedule_Key}", "put"): _idempotent(_tenant({
         "operationId": "updateGroupFlexSchedule",
         "summary": "Update GroupFlexSchedule",
         "description": "Create or update the record with this key, with the rules of a batch "
@@ -203,15 +238,15 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                          RecordResponseSchema, **_LOCATION),
             **{s: _WRITE_PROBLEMS[s] for s in ("409", "413", "415", "422")},
         },
-    }),
-    ("/groups/{groupID}/flex-schedules/{groupFlexSchedule_Key}", "delete"): _tenant({
+    })),
+    ("/groups/{groupID}/flex-schedules/{groupFlexSchedule_Key}", "delete"): _idempotent(_tenant({
         "operationId": "deleteGroupFlexSchedule",
         "summary": "Delete GroupFlexSchedule",
         "description": "Delete one record. 404 when it does not exist or belongs to another "
                        "group (a record of another group is never touched).",
         "responses": {"204": {"description": "Deleted; no body."}},
-    }),
-    ("/groups/{groupID}/flexes/{planID}/{calendarYear}/schedule", "put"): _tenant({
+    })),
+    ("/groups/{groupID}/flexes/{planID}/{calendarYear}/schedule", "put"): _idempotent(_tenant({
         "operationId": "layOutGroupFlexSchedule",
         "summary": "Lay out a GroupFlex's year",
         "description": "In one transaction, the GroupFlex's rows of rule-based types become "
@@ -240,7 +275,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                             "is outside the GroupFlex's effective and term dates."),
             **{s: _WRITE_PROBLEMS[s] for s in ("413", "415")},
         },
-    }, LayoutQuerySchema),
+    }, LayoutQuerySchema)),
     ("/openapi.json", "get"): _public({
         "operationId": "getOpenApiDocument",
         "summary": "This OpenAPI document",
@@ -323,6 +358,21 @@ def build_spec(app: Flask) -> dict[str, Any]:
     spec.components.parameter(DATABASE_HEADER, "header", {
         "name": DATABASE_HEADER, "required": True, "schema": {"type": "string"},
         "description": "Target database (tenant), as configured."})
+    spec.components.parameter(IDEMPOTENCY_HEADER, "header", {
+        "name": IDEMPOTENCY_HEADER, "required": False,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 2 * MAX_KEY_LENGTH + 2,
+                   "pattern": KEY_PATTERN},
+        "description": f"Makes a retry safe (SPEC §9): 1..{MAX_KEY_LENGTH} visible ASCII "
+                       "characters, optionally in double quotes (a structured-field string). "
+                       "The first request with a key runs; its answer is recorded with its "
+                       "writes, in the same transaction, for `[idempotency] ttl_hours` "
+                       "(default 24). The same request again (same method, path, query and "
+                       "body bytes, from the same API key and JWT user) gets that answer again "
+                       f"byte for byte, with `{REPLAYED_HEADER}: true`, and writes nothing; a "
+                       "different request with the key is a 422; while the first still runs, "
+                       "a retry waits for it (up to the lock timeout, then 409). Dry runs, "
+                       "rolled-back atomic batches and whole-request errors are not recorded. "
+                       "A malformed key is a 400."})
     spec.components.schema("GroupFlexSchedule", schema=GroupFlexScheduleSchema)
     spec.components.schema("GroupFlexLayout", schema=GroupFlexLayoutSchema)
     spec.components.schema("ErrorEnvelope", schema=ErrorEnvelopeSchema)

@@ -54,6 +54,14 @@ BATCH_ITEMS = Histogram("flexsvc_batch_items",
 ITEM_RESULTS = Counter("flexsvc_batch_item_results_total",
                        "Items of batches and lay-outs by per-item status (201, 200, 204, 400, "
                        "409, 422, 424, 500).", ["database", "status"])
+IDEMPOTENCY_OUTCOMES = ("recorded", "replayed", "not_recorded", "conflict", "in_progress")
+IDEMPOTENT_REQUESTS = Counter(
+    "flexsvc_idempotent_requests_total",
+    "Writing requests sent with an Idempotency-Key, by outcome: recorded (ran, answer kept), "
+    "replayed (the recorded answer sent again; nothing written), not_recorded (a dry run, a "
+    "rolled-back atomic batch or a whole-request error), conflict (422: the key was used for "
+    "another request), in_progress (409: the first request was still running).",
+    ["database", "outcome"])
 POOL_SIZE = Gauge("flexsvc_db_pool_connections", "Connections open in the pools.",
                   ["database"], multiprocess_mode="livesum")
 POOL_IDLE = Gauge("flexsvc_db_pool_connections_idle", "Open connections not in use.",
@@ -111,6 +119,11 @@ def observe_batch(database: str | None, statuses: TallyCounter[int]) -> None:
     BATCH_ITEMS.labels(label).observe(sum(statuses.values()))
     for status, count in statuses.items():
         ITEM_RESULTS.labels(label, str(status)).inc(count)
+
+
+def observe_idempotency(database: str | None, outcome: str) -> None:
+    """Count one request that carried an Idempotency-Key (called by ``requestlog``)."""
+    IDEMPOTENT_REQUESTS.labels(_label(database), outcome).inc()
 
 
 class PoolSampler:

@@ -3,6 +3,10 @@
 The line carries the activity ID, method, route (the URL rule, not the raw path), database,
 status, duration, the principal's name and API key name, and for batches and lay-outs the item
 count and the count per item status — never credentials, query strings or record contents.
+A request with an Idempotency-Key adds ``idempotency`` (recorded, replayed, not_recorded,
+conflict: a 422, in_progress: a 409) and ``idempotency_key_sha256`` (16 hex digits of the
+key's SHA-256, enough to follow a client's retries; not the key, which the client chose and
+may have built from its own identifiers).
 """
 
 from __future__ import annotations
@@ -46,6 +50,12 @@ def init_app(app: Flask) -> None:
             "principal": getattr(principal, "user", None),
             "api_key_name": getattr(api_key, "name", None),
         }
+        key_digest = g.get("idempotency_key_digest")
+        if key_digest is not None:
+            outcome = g.get("idempotency", "not_recorded")
+            fields["idempotency"] = outcome
+            fields["idempotency_key_sha256"] = key_digest
+            metrics.observe_idempotency(g.get("database"), outcome)
         statuses = g.get("item_statuses")
         if statuses is not None:
             fields["items"] = sum(statuses.values())

@@ -14,8 +14,10 @@ from flask import Blueprint, current_app
 from marshmallow import ValidationError
 from werkzeug.wrappers import Response
 
+from flexsvc.data.idempotency import IdempotentWrite
 from flexsvc.data.layout import lay_out
 from flexsvc.http.errors import ApiError, envelope
+from flexsvc.http.idempotency import answer_once, idempotency_key
 from flexsvc.http.inputs import (
     MAX_CALENDAR_YEAR_LENGTH,
     MAX_PLAN_ID_LENGTH,
@@ -28,7 +30,7 @@ from flexsvc.http.inputs import (
 )
 from flexsvc.http.jsonio import json_response
 from flexsvc.ops.requestlog import record_item_statuses
-from flexsvc.rules.layout import LayoutRequest
+from flexsvc.rules.layout import LayoutRequest, LayoutResult
 from flexsvc.rules.schemas import GroupFlexLayoutSchema, LayoutQuerySchema, describe_errors
 
 bp = Blueprint("layout", __name__)
@@ -53,13 +55,22 @@ def _layout_request() -> LayoutRequest:
 def put_group_flex_schedule(group_id: str, plan_id: str, calendar_year: str) -> Response:
     """Make the GroupFlex's rule-based rows exactly the series of one type; answer 207."""
     principal, database = require_tenant()
+    keyed = idempotency_key(principal)
     group_id = valid_group_id(group_id)
     plan_id = valid_path_text(plan_id, "planID", MAX_PLAN_ID_LENGTH)
     calendar_year = valid_path_text(calendar_year, "calendarYear", MAX_CALENDAR_YEAR_LENGTH)
     options = query_options(_QUERY)
     request = _layout_request()
-    results = lay_out(current_app.extensions["flexsvc.pools"], database, settings().pool,
-                      group_id, plan_id, calendar_year, request, principal.user,
-                      dry_run=options["dryRun"])
-    record_item_statuses(Counter(r.status for r in results))
+
+    def write(idempotency: IdempotentWrite | None) -> list[LayoutResult]:
+        results = lay_out(current_app.extensions["flexsvc.pools"], database, settings().pool,
+                          group_id, plan_id, calendar_year, request, principal.user,
+                          dry_run=options["dryRun"], idempotency=idempotency)
+        record_item_statuses(Counter(r.status for r in results))
+        return results
+
+    return answer_once(keyed, write, _answer)
+
+
+def _answer(results: list[LayoutResult]) -> Response:
     return json_response(envelope([r.to_json() for r in results]), 207)

@@ -21,7 +21,10 @@ from werkzeug.wrappers import Response
 
 from flexsvc.data import records
 from flexsvc.data.db import Pools
+from flexsvc.data.idempotency import IdempotentWrite
+from flexsvc.http.auth import Principal
 from flexsvc.http.errors import ApiError, envelope
+from flexsvc.http.idempotency import KeyedRequest, answer_once, idempotency_key
 from flexsvc.http.inputs import (
     query_options,
     read_json_body,
@@ -30,6 +33,7 @@ from flexsvc.http.inputs import (
     valid_group_id,
 )
 from flexsvc.http.jsonio import json_response
+from flexsvc.rules.planning import ItemResult
 from flexsvc.rules.schemas import (
     KEY_FIELD,
     MAX_KEY,
@@ -75,10 +79,20 @@ def _record_body(group_id: str, key: int) -> ScheduleInput:
     return item
 
 
-def _saved(group_id: str, item: ScheduleInput, user: str, database: str) -> Response:
+def _saved(group_id: str, item: ScheduleInput, principal: Principal, database: str,
+           keyed: KeyedRequest | None) -> Response:
     """Write one item as a batch of one; its failure becomes the whole request's problem."""
-    result, record = records.save_record(_pools(), database, settings().pool, group_id, item,
-                                         user)
+    def write(idempotency: IdempotentWrite | None) -> tuple[ItemResult,
+                                                            records.ScheduleRecord | None]:
+        return records.save_record(_pools(), database, settings().pool, group_id, item,
+                                   principal.user, idempotency=idempotency)
+
+    return answer_once(keyed, write, lambda saved: _record_answer(group_id, *saved))
+
+
+def _record_answer(group_id: str, result: ItemResult,
+                   record: records.ScheduleRecord | None) -> Response:
+    """The stored record (201 with Location, or 200); a failed item is the whole answer."""
     if record is None:
         raise ApiError(result.status, result.body)
     response = json_response(envelope(_RECORD.dump(record)), result.status)
@@ -129,13 +143,14 @@ def list_flex_schedules(group_id: str) -> Response:
 def create_flex_schedule(group_id: str) -> Response:
     """Create one record with a server-assigned key (201 + Location)."""
     principal, database = require_tenant()
+    keyed = idempotency_key(principal)
     group_id = valid_group_id(group_id)
     item = _record_body(group_id, 0)
     if item.key != 0:
         raise ApiError(400, f"POST creates a record with a server-assigned key: send {KEY_FIELD} "
                             "0 or leave it out. To create or update a record with a key of your "
                             "choice, use PUT /groups/{groupID}/flex-schedules/{key}.")
-    return _saved(group_id, item, principal.user, database)
+    return _saved(group_id, item, principal, database, keyed)
 
 
 @bp.get(_ITEM)
@@ -151,20 +166,27 @@ def get_flex_schedule(group_id: str, key: str) -> Response:
 def put_flex_schedule(group_id: str, key: str) -> Response:
     """Create or update the record ``key``, with the rules of a batch item (201 or 200)."""
     principal, database = require_tenant()
+    keyed = idempotency_key(principal)
     group_id = valid_group_id(group_id)
     path_key = _path_key(key)
     item = _record_body(group_id, path_key)
     if item.key != path_key:
         raise ApiError(400, f"{KEY_FIELD} in the body ({item.key}) differs from the key in the "
                             f"path ({path_key}); send the same value or leave it out.")
-    return _saved(group_id, item, principal.user, database)
+    return _saved(group_id, item, principal, database, keyed)
 
 
 @bp.delete(_ITEM)
 def delete_flex_schedule(group_id: str, key: str) -> Response:
     """Delete one record (204); 404 when it does not exist or belongs to another group."""
-    _, database = require_tenant()
+    principal, database = require_tenant()
+    keyed = idempotency_key(principal)
     group_id = valid_group_id(group_id)
-    records.delete_record(_pools(), database, settings().pool, group_id, _path_key(key))
-    return current_app.response_class(status=204)
+    path_key = _path_key(key)
+
+    def write(idempotency: IdempotentWrite | None) -> None:
+        records.delete_record(_pools(), database, settings().pool, group_id, path_key,
+                              idempotency=idempotency)
+
+    return answer_once(keyed, write, lambda _: current_app.response_class(status=204))
 
