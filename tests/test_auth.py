@@ -190,3 +190,31 @@ def test_api_key_values_never_appear_in_config(settings):
         configured = next(k for k in settings.api_keys if k.name == name)
         assert configured.sha256 == digest_api_key(key)
         assert key.encode() not in configured.sha256
+
+
+def test_a_token_accepted_before_is_refused_once_it_expires(client, db):
+    """Verified tokens are remembered (flexsvc.http.auth), but never past their ``exp``."""
+    token = signed(exp=int(time.time()) + 2)
+    assert statuses(client.put(URL, json=[item(1)], headers=with_token(token))) == [201]
+    assert statuses(client.put(URL, json=[item(1)], headers=with_token(token))) == [200]
+    time.sleep(max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"]
+                   - time.time()) + 0.2)
+    late = client.put(URL, json=[item(2)], headers=with_token(token))
+    assert late.status_code == 401
+    assert "expired" in late.get_json()["error"]["detail"]
+    assert [r["group_flex_schedule_key"] for r in rows(db)] == [1]
+
+
+def test_a_remembered_token_is_verified_again_under_other_settings(client, tenant_dsns, db):
+    """The same token, once accepted, is refused by an app configured with another secret."""
+    token = signed()
+    assert statuses(client.put(URL, json=[item(1)], headers=with_token(token))) == [201]
+    mapping = settings_mapping(tenant_dsns)
+    mapping["auth"] = dict(mapping["auth"], jwt_secret="another-secret-of-sufficient-length!!")
+    other = create_app(settings_from_mapping(mapping, environ={}))
+    try:
+        refused = other.test_client().put(URL, json=[item(2)], headers=with_token(token))
+    finally:
+        other.extensions["flexsvc.pools"].close()
+    assert refused.status_code == 401
+    assert [r["group_flex_schedule_key"] for r in rows(db)] == [1]

@@ -2,10 +2,11 @@
 
 The outcome of every item is decided in Python from facts read in bulk under locks (which keys
 exist and under which group, which GroupFlex parents and schedule types exist); then the final
-row of every key is written by one set-based statement. The write reports which keys it really
+row of every key is written by one set-based statement. The write checks which keys it really
 inserted; if that differs from the plan (another transaction created one of our keys meanwhile),
-the transaction is rolled back and the batch is planned again on fresh facts. So statuses are
-exactly those of some serial order of the concurrent batches.
+the transaction is aborted and the batch is planned again on fresh facts. So statuses are
+exactly those of some serial order of the concurrent batches. Since the write checks itself,
+COMMIT travels with it: a batch is two round trips (SPEC §7).
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from flexsvc.data import store
 from flexsvc.data.db import CONNECTION_ERRORS, Pools
 from flexsvc.data.idempotency import IdempotentWrite
 from flexsvc.data.writes import (
+    BEGIN,
+    COMMIT,
+    RETRYABLE_ERRORS,
     BeforeCommit,
-    ConcurrentChange,
     begin_write,
+    explicit_transaction,
+    pipeline,
     run_write,
     usable_new_keys,
 )
@@ -80,50 +85,42 @@ def _apply_once(
     isolate: bool, exclusive: bool = False, idempotency: IdempotentWrite | None = None,
     before_commit: BeforeCommit | None = None,
 ) -> list[ItemResult]:
+    """One transaction, in two round trips: BEGIN, the locks, new keys and facts; then the
+    checked write and COMMIT (``store``). Rolled back by ``explicit_transaction`` whenever it
+    does not reach COMMIT (a dry run, an atomic batch with a failed item, an error)."""
     valid = [e for e in entries if isinstance(e, ScheduleInput)]
     explicit = sorted({e.key for e in valid if e.key})
     new_count = 0 if dry_run else sum(1 for e in valid if e.key == 0)
-    results: list[ItemResult]
-    with conn.transaction() as tx:
-        begin_write(conn, pool_settings, exclusive=exclusive, idempotency=idempotency)
-        allocated = store.allocate_schedule_keys(conn, new_count)
-        facts = store.read_batch_facts(conn, group_id, explicit + allocated)
+    with explicit_transaction(conn):
+        with pipeline(conn):
+            conn.execute(BEGIN)
+            begin_write(conn, pool_settings, exclusive=exclusive, idempotency=idempotency)
+            read_results = store.send_batch_reads(conn, group_id, explicit, new_count)
+        facts, allocated = read_results()
         if not facts.group_exists:
             raise GroupNotFound(group_id)
-        new_keys = usable_new_keys(conn, allocated, new_count, set(explicit), facts.owners)
+        new_keys = usable_new_keys(conn, allocated, new_count, set(explicit))
         plan = plan_batch(entries, group_id, facts, None if dry_run else iter(new_keys))
         if atomic and plan.failed:
-            results = not_applied(plan.results, entries)
-            raise psycopg.Rollback(tx)
+            return not_applied(plan.results, entries)
         if dry_run:
-            results = plan.results
-            raise psycopg.Rollback(tx)
-        if not plan.rows:
-            results = plan.results
-        elif isolate:
+            return plan.results
+        results = plan.results
+        if plan.rows and isolate:
             failed_keys = _write_row_by_row(conn, group_id, plan, user)
             results = _mark_failed(plan, failed_keys)
             if failed_keys and atomic:
-                results = not_applied(results, entries)
-                raise psycopg.Rollback(tx)
-        else:
-            written = store.upsert_schedules(conn, group_id, list(plan.rows.values()), user)
-            _verify_write(plan, written)
-            results = plan.results
-        if plan.created:
-            store.advance_key_sequence(conn, max(plan.created))
-        if before_commit is not None:
-            before_commit(conn, results)      # the transaction's last statement before COMMIT
+                return not_applied(results, entries)
+        with pipeline(conn):
+            if plan.rows and not isolate:
+                store.upsert_schedules(conn, group_id, list(plan.rows.values()), user,
+                                       plan.created)
+            if plan.created and max(plan.created) not in allocated:
+                store.advance_key_sequence(conn, max(plan.created))
+            if before_commit is not None:
+                before_commit(conn, results)      # the transaction's last statements
+            conn.execute(COMMIT)
     return results
-
-
-def _verify_write(plan: BatchPlan, written: dict[int, bool]) -> None:
-    """The write must have inserted exactly the keys the plan creates, and updated the rest."""
-    if len(written) != len(plan.rows):
-        raise ConcurrentChange("a key was created under another group meanwhile")
-    for key, inserted in written.items():
-        if inserted != (key in plan.created):
-            raise ConcurrentChange("a key was created by another batch meanwhile")
 
 
 def _write_row_by_row(
@@ -133,16 +130,13 @@ def _write_row_by_row(
     failed: set[int] = set()
     for key in sorted(plan.rows):
         try:
-            with conn.transaction():
-                written = store.upsert_schedules(conn, group_id, [plan.rows[key]], user)
-        except CONNECTION_ERRORS:
+            with conn.transaction():     # a savepoint: the batch's transaction is open
+                store.upsert_schedules(conn, group_id, [plan.rows[key]], user, plan.created)
+        except (*CONNECTION_ERRORS, *RETRYABLE_ERRORS):   # a concurrent change: plan again
             raise
         except psycopg.Error:
             log.exception("writing key %s failed", key)
             failed.add(key)
-            continue
-        if written.get(key) != (key in plan.created):
-            raise ConcurrentChange("a key changed meanwhile")
     return failed
 
 

@@ -17,9 +17,10 @@ the pool stops preparing for that database (docs/DEPLOYMENT.md, "PgBouncer").
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -140,6 +141,10 @@ def _open_pool(name: str, dsn: str, settings: PoolSettings) -> ConnectionPool:
         reconnect_timeout=settings.reconnect_timeout,
         check=check_connection,
         kwargs={
+            # Every transaction is explicit: ``conn.transaction()`` blocks, or the batch's
+            # BEGIN/COMMIT statements (``writes.explicit_transaction``), which can then share
+            # round trips with the statements around them.
+            "autocommit": True,
             "connect_timeout": settings.connect_timeout,
             "prepare_threshold": settings.prepare_threshold,
             "application_name": "flexsvc",
@@ -151,15 +156,27 @@ def _open_pool(name: str, dsn: str, settings: PoolSettings) -> ConnectionPool:
 
 
 def check_connection(conn: psycopg.Connection) -> None:
-    """The pool's check before it hands a connection out: psycopg_pool's own, but never
-    prepared, so it cannot fail behind a pooler even when the operator turned preparing on."""
-    autocommit = conn.autocommit
-    conn.autocommit = True
+    """The pool's check before it hands a connection out, without a round trip when it can.
+
+    An idle connection the server has said nothing on since is as good as a query would show:
+    a server that shuts down, restarts, is failed over or terminates the backend closes the
+    socket or sends an error first, which makes the socket readable; so does a parameter
+    change (a standby promoted, ``default_transaction_read_only``). Only then does the check
+    run psycopg_pool's query (never prepared, so it cannot fail behind a pooler), which reads
+    what was sent and raises if the connection is gone. A server that vanishes without a word
+    (a cable cut) is noticed by the request's first statement instead: a 503, like a failure
+    one moment after any check.
+    """
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
     try:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+        quiet = not poller.poll(0)
+    except (OSError, ValueError):
+        quiet = False
+    if not quiet:
         conn.execute(b"", prepare=False)
-    finally:
-        with suppress(psycopg.Error):   # do not hide why the check failed
-            conn.autocommit = autocommit
 
 
 def server_is_read_only(conn: psycopg.Connection) -> bool:

@@ -2,7 +2,7 @@
 
 A writing transaction that carries an ``IdempotentWrite``:
 
-1. ``begin``: as its first round trip, the usual timeouts and writers' lock, a try at the
+1. ``begin``: in its first round trip, the usual timeouts and writers' lock, a try at the
    scope's transaction-scoped advisory lock and, pipelined after it, the lookup of the scope's
    unexpired record. Held by another request (the same key still running): wait for it, at
    most ``lock_timeout``, and look again (``KeyInUse``, a 409, when it is still running then).
@@ -14,9 +14,9 @@ A writing transaction that carries an ``IdempotentWrite``:
    that did not never is.
 
 The lock makes a concurrent duplicate wait instead of doing the work twice; the record's
-primary key is the backstop (a live record met on insert is a ``ConcurrentChange``: the write
-is retried, finds the record and replays it). Nothing lives in process memory: any worker on
-any host behind any pooler replays what another recorded.
+primary key is the backstop (a live record met on insert aborts the transaction with a
+serialization failure: the write is retried, finds the record and replays it). Nothing lives
+in process memory: any worker on any host behind any pooler replays what another recorded.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from psycopg import errors as pg_errors
 from flexsvc.config import PoolSettings
 from flexsvc.data.queries import sql
 from flexsvc.data.store import timeouts
-from flexsvc.data.writes import ConcurrentChange
 
 #: Expired records deleted with each new one: more than one request ever adds, so the table
 #: stays bounded by the records of one ``ttl_hours`` window.
@@ -101,25 +100,36 @@ class IdempotentWrite:
 
     def begin(self, conn: psycopg.Connection, settings: PoolSettings, *,
               exclusive: bool | None) -> None:
-        """The transaction's first round trip: timeouts, the writers' lock (``exclusive``
-        True/False; None for a delete, which takes none), the scope's lock and its record."""
+        """``send_begin`` and its check at once: in a pipeline, one round trip for what is
+        queued so far and these."""
+        self.send_begin(conn, settings, exclusive=exclusive)()
+
+    def send_begin(self, conn: psycopg.Connection, settings: PoolSettings, *,
+                   exclusive: bool | None) -> Callable[[], None]:
+        """Queue the transaction's first statements: timeouts, the writers' lock (``exclusive``
+        True/False; None for a delete, which takes none), a try at the scope's lock and the
+        lookup of its record. Return the check, which reads them (after the pipeline's sync,
+        or at once) and raises ``Replay``, ``KeyReused`` or ``KeyInUse``."""
         self.recorded = None
         params = {**timeouts(settings), **self.scope.params()}
         if exclusive is None:
             begin = sql("begin_idempotent_delete")
         else:
             begin, params["exclusive"] = sql("begin_idempotent_write"), exclusive
-        with conn.pipeline():
-            locked = conn.execute(begin, params)
-            found = conn.execute(sql("find_idempotency_record"), params)
-        if not locked.fetchone()[-1]:
-            found = self._wait(conn, params)
-        self._check(found.fetchone())
+        locked = conn.execute(begin, params)
+        found = conn.execute(sql("find_idempotency_record"), params)
+
+        def check() -> None:
+            looked_up = found if locked.fetchone()[-1] else self._wait(conn, params)
+            self._check(looked_up.fetchone())
+
+        return check
 
     def _wait(self, conn: psycopg.Connection, params: dict[str, Any]) -> psycopg.Cursor:
         """Another request holds the scope: wait until it ends, then look again."""
         try:
-            conn.execute(sql("wait_idempotency_lock"), params)
+            waited = conn.execute(sql("wait_idempotency_lock"), params)
+            waited.fetchone()
         except pg_errors.LockNotAvailable as exc:
             raise KeyInUse() from exc
         return conn.execute(sql("find_idempotency_record"), params)
@@ -135,16 +145,14 @@ class IdempotentWrite:
     def record(self, conn: psycopg.Connection, outcome: Any) -> None:
         """Render the answer and record it (the transaction's last statement before COMMIT).
 
-        An exception from ``render`` (a whole-request error) propagates: the transaction rolls
+        One statement that checks itself (a live record met: serialization_failure, and the
+        write is retried), so it may be queued in the pipeline that ends with COMMIT. An
+        exception from ``render`` (a whole-request error) propagates: the transaction rolls
         back, and nothing is recorded."""
         response = self.render(outcome)
         params = {**self.scope.params(), "fingerprint": self.scope.fingerprint,
                   "status": response.status, "content_type": response.content_type,
                   "location": response.location, "body": response.body,
                   "ttl_seconds": self.ttl_seconds, "limit": PRUNE_LIMIT}
-        with conn.pipeline():
-            conn.execute(sql("prune_idempotency_records"), params)
-            inserted = conn.execute(sql("record_idempotency"), params)
-        if inserted.fetchone() is None:   # a live record: only if the lock was bypassed
-            raise ConcurrentChange("the idempotency key was recorded meanwhile")
+        conn.execute(sql("record_idempotency"), params)
         self.recorded = response

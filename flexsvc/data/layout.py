@@ -22,7 +22,13 @@ from flexsvc.data.batch import GroupNotFound
 from flexsvc.data.db import Pools
 from flexsvc.data.idempotency import IdempotentWrite
 from flexsvc.data.queries import sql
-from flexsvc.data.writes import ConcurrentChange, begin_write, run_write, usable_new_keys
+from flexsvc.data.writes import (
+    ConcurrentChange,
+    begin_write,
+    pipeline,
+    run_write,
+    usable_new_keys,
+)
 from flexsvc.rules.calculation import GroupFlexDates, ScheduleCalculator
 from flexsvc.rules.layout import (
     LayoutPlan,
@@ -63,8 +69,8 @@ def _lay_out_once(
 ) -> list[LayoutResult]:
     results: list[LayoutResult]
     with conn.transaction() as tx:
-        begin_write(conn, pool_settings, exclusive=exclusive, idempotency=idempotency)
-        with conn.pipeline():
+        with pipeline(conn):
+            begin_write(conn, pool_settings, exclusive=exclusive, idempotency=idempotency)
             group = conn.execute(sql("lock_group"), where)
             group_flex = conn.execute(sql("lock_layout_group_flex"), where)
             types = conn.execute(sql("lock_schedule_types"))
@@ -96,9 +102,7 @@ def _new_keys(conn: psycopg.Connection, count: int) -> list[int]:
     """``count`` keys from the identity sequence that no row has (KeysExhausted if none left)."""
     if not count:
         return []
-    allocated = store.allocate_schedule_keys(conn, count)
-    keys = usable_new_keys(conn, allocated, count, set(),
-                           store.lock_schedules_by_key(conn, allocated))
+    keys = usable_new_keys(conn, store.allocate_schedule_keys(conn, count), count, set())
     if len(keys) < count:
         raise KeysExhausted()
     return keys

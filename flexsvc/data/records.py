@@ -23,7 +23,7 @@ from flexsvc.data.batch import GroupNotFound, upsert_batch
 from flexsvc.data.db import Pools
 from flexsvc.data.idempotency import IdempotentWrite
 from flexsvc.data.queries import sql
-from flexsvc.data.writes import run_write
+from flexsvc.data.writes import pipeline, run_write
 from flexsvc.rules.planning import ItemResult
 from flexsvc.rules.schemas import ScheduleInput, SortKey
 
@@ -154,7 +154,9 @@ def _delete_once(conn: psycopg.Connection, pool_settings: PoolSettings, group_id
         if idempotency is None:
             store.set_transaction_timeouts(conn, pool_settings)
         else:
-            idempotency.begin(conn, pool_settings, exclusive=None)
+            with pipeline(conn):      # one round trip
+                check = idempotency.send_begin(conn, pool_settings, exclusive=None)
+            check()
         deleted = conn.execute(sql("delete_group_schedule"),
                                {"group_id": group_id, "key": key}).fetchone()
         if deleted is None:

@@ -1,12 +1,14 @@
 """Data layer of the batch upsert: runs named SQL on a connection, knows nothing of HTTP.
 
-Reads are pipelined (one round trip for all the facts a batch's outcomes depend on); the write is
-one set-based statement for the whole batch.
+A batch is two round trips (SPEC §7): BEGIN, the timeouts and writers' lock, the new keys and
+every fact the batch's outcomes depend on, queued in one pipeline (``send_batch_reads``); then
+the write, which checks its own outcome, and COMMIT (``upsert_schedules``). The functions that
+only queue return what reads the results after the pipeline's sync.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Container, Sequence
 from operator import itemgetter
 
 import psycopg
@@ -35,32 +37,39 @@ def begin_batch(conn: psycopg.Connection, settings: PoolSettings, *, exclusive: 
     conn.execute(sql("begin_batch"), {**timeouts(settings), "exclusive": exclusive})
 
 
-def allocate_schedule_keys(conn: psycopg.Connection, count: int) -> list[int]:
-    """Take ``count`` new keys from the identity sequence (not transactional: never reused)."""
+def allocate_schedule_keys(conn: psycopg.Connection, count: int) -> dict[int, str | None]:
+    """Take ``count`` new keys from the identity sequence (not transactional: never reused);
+    {key: group of a row that already has it, or None}, in key order."""
     if count <= 0:
-        return []
-    return [row[0] for row in conn.execute(sql("allocate_schedule_keys"), {"count": count})]
+        return {}
+    return dict(conn.execute(sql("allocate_schedule_keys"), {"count": count}).fetchall())
 
 
-def read_batch_facts(conn: psycopg.Connection, group_id: str, keys: Sequence[int]) -> BatchFacts:
-    """Lock and read the group, its GroupFlex rows (with their dates), the schedule types (with
-    their rules) and the batch's rows: one round trip."""
-    with conn.pipeline():
-        group = conn.execute(sql("lock_group"), {"group_id": group_id})
-        parents = conn.execute(sql("lock_group_flex_parents"), {"group_id": group_id})
-        types = conn.execute(sql("lock_schedule_types"))
-        owners = conn.execute(sql("lock_schedules_by_key"), {"keys": list(keys)})
-    return BatchFacts(
-        group_exists=group.fetchone() is not None,
-        owners=dict(owners.fetchall()),
-        parents={(plan, year): GroupFlexDates(effective, term, first)
-                 for plan, year, effective, term, first in parents.fetchall()},
-        schedule_types=dict(types.fetchall()),
-    )
+def send_batch_reads(
+    conn: psycopg.Connection, group_id: str, explicit_keys: Sequence[int], new_count: int,
+) -> Callable[[], tuple[BatchFacts, dict[int, str | None]]]:
+    """Queue, in the caller's pipeline, the allocation of ``new_count`` keys and the locking
+    reads of the group, its GroupFlex rows (with their dates), the schedule types (with their
+    rules) and the rows of ``explicit_keys``; return what reads their results (after the sync):
+    the batch's facts and the allocated keys, as ``allocate_schedule_keys``."""
+    allocated = (conn.execute(sql("allocate_schedule_keys"), {"count": new_count})
+                 if new_count > 0 else None)
+    group = conn.execute(sql("lock_group"), {"group_id": group_id})
+    parents = conn.execute(sql("lock_group_flex_parents"), {"group_id": group_id})
+    types = conn.execute(sql("lock_schedule_types"))
+    owners = conn.execute(sql("lock_schedules_by_key"), {"keys": list(explicit_keys)})
 
+    def results() -> tuple[BatchFacts, dict[int, str | None]]:
+        facts = BatchFacts(
+            group_exists=group.fetchone() is not None,
+            owners=dict(owners.fetchall()),
+            parents={(plan, year): GroupFlexDates(effective, term, first)
+                     for plan, year, effective, term, first in parents.fetchall()},
+            schedule_types=dict(types.fetchall()),
+        )
+        return facts, dict(allocated.fetchall()) if allocated is not None else {}
 
-def lock_schedules_by_key(conn: psycopg.Connection, keys: Sequence[int]) -> dict[int, str]:
-    return dict(conn.execute(sql("lock_schedules_by_key"), {"keys": list(keys)}).fetchall())
+    return results
 
 
 _by_key = itemgetter(0)   # ScheduleInput.key
@@ -68,16 +77,20 @@ _by_key = itemgetter(0)   # ScheduleInput.key
 
 def upsert_schedules(
     conn: psycopg.Connection, group_id: str, rows: Sequence[ScheduleInput], user: str | None,
-) -> dict[int, bool]:
-    """Write the final row of every key in one statement; return {key: inserted?}.
+    created: Container[int],
+) -> None:
+    """Write the final row of every key in one statement, which checks its own outcome: every
+    key is written, and inserted exactly when it is in ``created``. Otherwise (another
+    transaction created or moved one of the keys since the facts were read) it raises
+    ``SerializationFailure`` and the transaction is aborted. In a pipeline, only queued.
 
-    ``rows`` must hold each key once. A row whose key exists under another group is not
-    touched and is missing from the result.
+    ``rows`` must hold each key once.
     """
     ordered = sorted(rows, key=_by_key)
     # One transposition instead of five list comprehensions (ScheduleInput is a tuple).
     keys, _groups, plan_ids, years, dates, types = (
         list(column) for column in zip(*ordered, strict=True)) if ordered else ([],) * 6
+    creates = [key in created for key in keys]
     params = {
         "group_id": group_id,
         "user": user,
@@ -86,9 +99,13 @@ def upsert_schedules(
         "calendar_years": years,
         "schedule_dates": dates,
         "schedule_types": types,
+        "creates": creates,
+        "create_count": sum(creates),
+        "update_count": len(keys) - sum(creates),
     }
-    return dict(conn.execute(sql("upsert_schedules"), params).fetchall())
+    conn.execute(sql("upsert_schedules"), params)
 
 
 def advance_key_sequence(conn: psycopg.Connection, max_key: int) -> None:
+    """Keep the sequence past ``max_key`` (a key created explicitly). In a pipeline, queued."""
     conn.execute(sql("advance_key_sequence"), {"max_key": max_key})

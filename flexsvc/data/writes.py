@@ -5,8 +5,10 @@
   advisory lock exclusively (``store.begin_batch``), so it runs alone and cannot meet another
   change. After ``MAX_ATTEMPTS`` the request answers 503 (``WriteContention``).
 * New rows get their keys from the identity sequence, skipping keys that already exist.
-* ``begin_write``: a writing transaction's first round trip (timeouts, the writers' lock and,
+* ``begin_write``: a writing transaction's first statements (timeouts, the writers' lock and,
   with an Idempotency-Key, the scope's lock and record: ``flexsvc.data.idempotency``).
+* ``explicit_transaction``: a transaction whose BEGIN and COMMIT are statements the caller
+  queues in a pipeline with its own, so a batch takes two round trips (SPEC §7).
 * ``BeforeCommit``: the one point of a writing transaction just before COMMIT, for work that
   must commit or roll back with the write (an idempotency record, SPEC §9). It is called only
   when the transaction is about to commit: never for a dry run or a rolled-back atomic batch.
@@ -15,11 +17,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import pq
 
 from flexsvc.config import PoolSettings
 from flexsvc.data import store
@@ -35,7 +39,9 @@ MAX_ATTEMPTS = 5
 #: Errors after which the whole transaction is simply tried again on fresh facts.
 RETRYABLE_ERRORS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
-#: ``before_commit(conn, results)``: runs inside the transaction, just before COMMIT.
+#: ``before_commit(conn, results)``: runs inside the transaction, just before COMMIT. In a
+#: batch it runs inside the pipeline that ends with COMMIT: what it only executes travels with
+#: the write and the COMMIT; what it fetches costs a round trip of its own.
 BeforeCommit = Callable[[psycopg.Connection, Sequence[ItemResult]], None]
 T = TypeVar("T")
 
@@ -76,11 +82,58 @@ def run_write(
     raise WriteContention()
 
 
+@contextmanager
+def explicit_transaction(conn: psycopg.Connection) -> Iterator[None]:
+    """A block in which the caller sends ``BEGIN`` and ``COMMIT`` itself, as statements.
+
+    psycopg's ``transaction()`` sends BEGIN and COMMIT each in a round trip of their own (and
+    syncs a pipeline at both ends); sent as statements, they share the round trips of the
+    statements around them: BEGIN with the locks and reads, COMMIT with the write. The pool's
+    connections are in autocommit mode, so nothing else starts a transaction. Whatever is
+    still open on the way out (an error, a dry run, a rolled-back atomic batch) is rolled back
+    here, before the connection goes back to the pool.
+    """
+    try:
+        yield
+    finally:
+        if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            with suppress(psycopg.Error):   # the pool discards a connection it cannot reset
+                conn.execute(ROLLBACK)
+
+
+@contextmanager
+def pipeline(conn: psycopg.Connection) -> Iterator[None]:
+    """``conn.pipeline()``, raising the first error only.
+
+    In a pipeline the server's error (a concurrent change, a lock timeout) can surface while
+    the block is still queueing statements, or a check raises (``KeyInUse``) after one; psycopg
+    then logs a warning when its sync at the end reports the aborted pipeline again. That
+    second report says nothing new, so the block's own exception is raised, and nothing logged.
+    """
+    failure: Exception | None = None
+    try:
+        with conn.pipeline():
+            try:
+                yield
+            except Exception as exc:    # raised again below, after the sync
+                failure = exc
+    except psycopg.Error:
+        if failure is None:
+            raise
+    if failure is not None:
+        raise failure
+
+
+#: The statements ``explicit_transaction`` blocks begin and end with.
+BEGIN, COMMIT, ROLLBACK = b"BEGIN", b"COMMIT", b"ROLLBACK"
+
+
 def begin_write(conn: psycopg.Connection, settings: PoolSettings, *, exclusive: bool,
                 idempotency: IdempotentWrite | None) -> None:
-    """The first round trip of a batch or lay-out: without an Idempotency-Key exactly
-    ``store.begin_batch``; with one, also the key's lock and record (which may end the
-    transaction with a replay, a 409 or a 422 before anything is written)."""
+    """A batch's or lay-out's first statements, queued in the caller's pipeline: without an
+    Idempotency-Key exactly ``store.begin_batch``; with one, also the key's lock and record,
+    which are read at once (a round trip), since they may end the transaction with a replay,
+    a 409 or a 422 before anything else is read or written."""
     if idempotency is None:
         store.begin_batch(conn, settings, exclusive=exclusive)
     else:
@@ -88,23 +141,22 @@ def begin_write(conn: psycopg.Connection, settings: PoolSettings, *, exclusive: 
 
 
 def usable_new_keys(
-    conn: psycopg.Connection, allocated: list[int], needed: int, explicit: set[int],
-    owners: dict[int, str],
+    conn: psycopg.Connection, allocated: dict[int, str | None], needed: int, explicit: set[int],
 ) -> list[int]:
-    """Drop allocated keys that already exist (``owners``) or are named ``explicit``ly; top up.
+    """The allocated keys (key: owner group of an existing row, or None) that no row has and no
+    item names ``explicit``ly, topped up to ``needed`` from the sequence.
 
-    That only happens when rows were created with explicit keys beyond the sequence; the
+    Keys are taken only when rows were created with explicit keys beyond the sequence; the
     sequence is then advanced so it does not happen again. Fewer than ``needed`` keys come
     back only when the sequence is used up.
     """
-    usable = [k for k in allocated if k not in owners and k not in explicit]
+    usable = [k for k, owner in allocated.items() if owner is None and k not in explicit]
+    taken = [k for k, owner in allocated.items() if owner is not None]
     while len(usable) < needed:
-        taken = max(owners, default=0)
-        store.advance_key_sequence(conn, max(taken, max(explicit, default=0)))
+        store.advance_key_sequence(conn, max([*taken, *explicit], default=0))
         more = store.allocate_schedule_keys(conn, needed - len(usable))
         if not more:      # the sequence is used up
             break
-        existing = store.lock_schedules_by_key(conn, more)
-        owners.update(existing)
-        usable += [k for k in more if k not in existing and k not in explicit]
+        taken += [k for k, owner in more.items() if owner is not None]
+        usable += [k for k, owner in more.items() if owner is None and k not in explicit]
     return usable

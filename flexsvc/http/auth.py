@@ -2,7 +2,8 @@
 
 API keys are kept only as SHA-256 digests and compared in constant time against every configured
 key. JWTs are verified by PyJWT with the configured algorithm list only (never ``none``), and
-``exp`` is required. An unknown database and a forbidden one answer the same 403, so names cannot
+``exp`` is required; a token already verified is not verified again, but its ``exp`` is checked
+on every use. An unknown database and a forbidden one answer the same 403, so names cannot
 be probed.
 """
 
@@ -65,8 +66,31 @@ def find_api_key(presented: str, keys: tuple[ApiKey, ...]) -> ApiKey | None:
     return found
 
 
+#: Tokens this process verified, with their claims: an integration sends the same token with
+#: every call, and verifying it again (base64, two JSON parses, the HMAC or RSA signature,
+#: audience, issuer) gives the same answer for the same bytes and settings. Only time changes
+#: the answer, so ``exp`` is checked again on every use (``nbf`` and ``iat``, once passed, stay
+#: passed). Bounded: emptied when full.
+_verified: dict[tuple[str, AuthSettings], dict[str, Any]] = {}
+VERIFIED_TOKENS_KEPT = 1024
+
+
 def decode_token(token: str, auth: AuthSettings) -> dict[str, Any]:
     """Verify a JWT; raise Unauthorized with a short, safe reason."""
+    cached = _verified.get((token, auth))
+    if cached is not None:
+        if int(cached["exp"]) <= time.time() - auth.jwt_leeway_seconds:   # as PyJWT decides
+            _verified.pop((token, auth), None)
+            raise Unauthorized("The bearer token has expired.")
+        return cached
+    claims = _verify_token(token, auth)
+    if len(_verified) >= VERIFIED_TOKENS_KEPT:
+        _verified.clear()
+    _verified[(token, auth)] = claims
+    return claims
+
+
+def _verify_token(token: str, auth: AuthSettings) -> dict[str, Any]:
     key = auth.jwt_verification_key
     if key is None:
         raise Unauthorized("Bearer tokens are not configured.")

@@ -31,29 +31,37 @@ FROM flexsvc_idempotency
 WHERE api_key_name = %(api_key_name)s AND jwt_user = %(jwt_user)s
   AND idempotency_key = %(idempotency_key)s AND expires_at > now();
 
--- name: prune_idempotency_records
--- A bounded number of expired records, oldest first; rows another transaction holds are left
--- for the next one. Runs with every new record, so no separate job is needed.
-DELETE FROM flexsvc_idempotency
-WHERE (api_key_name, jwt_user, idempotency_key) IN (
-    SELECT api_key_name, jwt_user, idempotency_key FROM flexsvc_idempotency
-    WHERE expires_at <= now()
-    ORDER BY expires_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED);
-
 -- name: record_idempotency
--- The answer, in the transaction of the writes. An expired record of the scope is replaced;
--- a live one is not (no row comes back): the caller then retries, and replays it.
-INSERT INTO flexsvc_idempotency AS r (
-    api_key_name, jwt_user, idempotency_key, fingerprint, status, content_type, location, body,
-    created_at, expires_at)
-VALUES (%(api_key_name)s, %(jwt_user)s, %(idempotency_key)s, %(fingerprint)b, %(status)s,
-        %(content_type)s, %(location)s, %(body)b, now(),
-        now() + make_interval(secs => %(ttl_seconds)s))
-ON CONFLICT (api_key_name, jwt_user, idempotency_key) DO UPDATE
-SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status,
-    content_type = EXCLUDED.content_type, location = EXCLUDED.location, body = EXCLUDED.body,
-    created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-WHERE r.expires_at <= now()
-RETURNING true;
+-- The answer, in the transaction of the writes, with a bounded prune of expired records
+-- (oldest first; rows another transaction holds are left for the next one; never this
+-- scope's, which the insert replaces), so no separate job is needed. An expired record of the
+-- scope is replaced; a live one is not, which only happens if the scope's lock was bypassed:
+-- flexsvc_assert then aborts the transaction (serialization_failure) and the request is
+-- retried, finds the record and replays it. Checked here, the COMMIT can follow in the same
+-- round trip.
+WITH pruned AS (
+    DELETE FROM flexsvc_idempotency
+    WHERE (api_key_name, jwt_user, idempotency_key) IN (
+        SELECT api_key_name, jwt_user, idempotency_key FROM flexsvc_idempotency
+        WHERE expires_at <= now()
+          AND (api_key_name, jwt_user, idempotency_key)
+              <> (%(api_key_name)s, %(jwt_user)s, %(idempotency_key)s)
+        ORDER BY expires_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)),
+recorded AS (
+    INSERT INTO flexsvc_idempotency AS r (
+        api_key_name, jwt_user, idempotency_key, fingerprint, status, content_type, location,
+        body, created_at, expires_at)
+    VALUES (%(api_key_name)s, %(jwt_user)s, %(idempotency_key)s, %(fingerprint)b, %(status)s,
+            %(content_type)s, %(location)s, %(body)b, now(),
+            now() + make_interval(secs => %(ttl_seconds)s))
+    ON CONFLICT (api_key_name, jwt_user, idempotency_key) DO UPDATE
+    SET fingerprint = EXCLUDED.fingerprint, status = EXCLUDED.status,
+        content_type = EXCLUDED.content_type, location = EXCLUDED.location,
+        body = EXCLUDED.body, created_at = EXCLUDED.created_at,
+        expires_at = EXCLUDED.expires_at
+    WHERE r.expires_at <= now()
+    RETURNING true)
+SELECT flexsvc_assert(EXISTS (SELECT FROM recorded),
+                      'record_idempotency: the key was recorded meanwhile');

@@ -1,0 +1,84 @@
+"""Round trips to the database per request (SPEC §7, small batches): counted on the wire.
+
+libpq's protocol trace of the one pooled connection shows every message the service sends; each
+Sync (extended protocol) or Query (simple protocol) message is one round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import pq
+
+from flexsvc import create_app
+from flexsvc.config import settings_from_mapping
+from flexsvc.data.db import check_connection
+from tests.conftest import settings_mapping
+from tests.helpers import headers, item, rows, statuses
+
+URL = "/groups/G1/flex-schedules-batch"
+
+
+@pytest.fixture
+def traced(tenant_dsns: dict[str, str], tmp_path: Path, clean_db) -> Iterator[tuple]:
+    """An app with a one-connection pool whose connection writes libpq's trace to a file."""
+    mapping = settings_mapping(tenant_dsns, pool={"min_size": 1, "max_size": 1,
+                                                  "wait_timeout": 5.0})
+    app = create_app(settings_from_mapping(mapping, environ={}))
+    pool = app.extensions["flexsvc.pools"].get("main")
+    trace = (tmp_path / "libpq.trace").open("w")
+    with pool.connection() as conn:
+        conn.pgconn.trace(trace.fileno())
+        conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+    try:
+        yield app.test_client(), Path(trace.name)
+    finally:
+        with pool.connection() as conn:
+            conn.pgconn.untrace()
+        trace.close()
+        app.extensions["flexsvc.pools"].close()
+
+
+def round_trips(trace: Path) -> int:
+    """Messages from the client (F) that make the server answer and wait: Sync, Query."""
+    lines = trace.read_text().splitlines()
+    return sum(1 for line in lines if line.startswith("F") and
+               (line.endswith("\tSync") or "\tQuery\t" in line))
+
+
+def test_a_small_batch_is_two_round_trips(traced, db):
+    client, trace = traced
+    start = round_trips(trace)
+    response = client.put(URL, json=[item(0), item(7), item(0, plan_ID="P2")],
+                          headers=headers())
+    assert statuses(response) == [201, 201, 201]
+    assert round_trips(trace) - start == 2       # BEGIN ... facts | write, COMMIT
+    assert len(rows(db)) == 3
+
+
+def test_an_update_batch_is_two_round_trips_too(traced, db):
+    client, trace = traced
+    assert statuses(client.put(URL, json=[item(3)], headers=headers())) == [201]
+    start = round_trips(trace)
+    assert statuses(client.put(URL, json=[item(3, schedule_Date="2026-02-15")],
+                               headers=headers())) == [200]
+    assert round_trips(trace) - start == 2
+
+
+def test_the_pool_check_costs_no_round_trip_yet_finds_a_dead_connection(tenant_dsns, tmp_path):
+    with psycopg.connect(tenant_dsns["main"], autocommit=True) as conn, \
+            psycopg.connect(tenant_dsns["main"], autocommit=True) as admin:
+        trace_path = tmp_path / "check.trace"
+        with trace_path.open("w") as trace:
+            conn.pgconn.trace(trace.fileno())
+            check_connection(conn)
+            conn.pgconn.untrace()
+        assert trace_path.read_text() == ""          # a quiet, healthy connection: no message
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        time.sleep(0.2)
+        with pytest.raises(psycopg.OperationalError):
+            check_connection(conn)
