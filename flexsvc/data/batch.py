@@ -25,7 +25,6 @@ from flexsvc.data.writes import (
     COMMIT,
     RETRYABLE_ERRORS,
     BeforeCommit,
-    begin_write,
     explicit_transaction,
     pipeline,
     run_write,
@@ -94,8 +93,11 @@ def _apply_once(
     with explicit_transaction(conn):
         with pipeline(conn):
             conn.execute(BEGIN)
-            begin_write(conn, pool_settings, exclusive=exclusive, idempotency=idempotency)
-            read_results = store.send_batch_reads(conn, group_id, explicit, new_count)
+            if idempotency is not None:   # its lock and record first: a replay reads nothing
+                idempotency.begin(conn, pool_settings, exclusive=exclusive)
+            read_results = store.send_batch_reads(
+                conn, pool_settings, group_id, explicit, new_count,
+                exclusive=None if idempotency is not None else exclusive)
         facts, allocated = read_results()
         if not facts.group_exists:
             raise GroupNotFound(group_id)

@@ -46,8 +46,13 @@ BEGIN
 END
 $$;
 
--- Everything a batch's outcomes depend on, read under locks, in the order every batch takes
--- them (so concurrent batches and lay-outs cannot deadlock): ``new_count`` new keys (above);
+-- A batch's first statement after BEGIN. Unless ``in_exclusive`` is NULL (the caller did this
+-- already, with an Idempotency-Key's lock), it starts as begin_batch does (sql/queries/batch.sql):
+-- the transaction's timeouts, then the batch writers' advisory lock, shared, or exclusive for a
+-- retry that must run alone; lock_timeout bounds every wait that follows. (statement_timeout
+-- applies from the next statement on.) Then everything the batch's outcomes depend on, read
+-- under locks, in the order every batch takes them (so concurrent batches and lay-outs cannot
+-- deadlock): ``new_count`` new keys (above);
 -- the group (KEY SHARE: it cannot be deleted under the batch); its GroupFlex rows with the
 -- dates calculated schedules depend on (SPEC §8; FOR SHARE: not deleted, anchor unchanged until
 -- the batch ends; a lay-out locks its GroupFlex FOR NO KEY UPDATE, so a batch and a lay-out of
@@ -55,6 +60,7 @@ $$;
 -- deleted; a changed rule makes the batch behave as if it ran before the change); the existing
 -- rows of the batch's explicit keys (FOR UPDATE, in key order). Arrays, NULL when empty.
 CREATE OR REPLACE FUNCTION flexsvc_read_batch_facts(
+    in_statement_timeout text, in_lock_timeout text, in_exclusive boolean,
     in_group_id varchar, in_keys integer[], in_new_count integer,
     OUT new_keys integer[], OUT new_key_owners varchar[],
     OUT group_exists boolean,
@@ -64,6 +70,15 @@ CREATE OR REPLACE FUNCTION flexsvc_read_batch_facts(
     OUT owner_keys integer[], OUT owner_groups varchar[])
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
+    IF in_exclusive IS NOT NULL THEN
+        PERFORM set_config('statement_timeout', in_statement_timeout, true),
+                set_config('lock_timeout', in_lock_timeout, true);
+        IF in_exclusive THEN
+            PERFORM pg_advisory_xact_lock(1718379896, 2);
+        ELSE
+            PERFORM pg_advisory_xact_lock_shared(1718379896, 2);
+        END IF;
+    END IF;
     IF in_new_count > 0 THEN
         SELECT array_agg(a.key ORDER BY a.key), array_agg(a.owner ORDER BY a.key)
         INTO new_keys, new_key_owners

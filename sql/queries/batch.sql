@@ -8,6 +8,7 @@ SELECT set_config('statement_timeout', %(statement_timeout)s, true),
        set_config('lock_timeout', %(lock_timeout)s, true);
 
 -- name: begin_batch
+-- A lay-out's first statement (a batch does the same in flexsvc_read_batch_facts):
 -- set_transaction_timeouts plus the batch writers' advisory lock (transaction-scoped, so fine
 -- behind PgBouncer): every batch holds it shared; a batch retrying after a concurrent change
 -- takes it exclusive and so runs alone. Taken after lock_timeout is set, which bounds the wait.
@@ -29,10 +30,13 @@ SELECT group_id FROM groups WHERE group_id = %(group_id)s FOR KEY SHARE;
 SELECT schedule_type, rule FROM flex_schedule_type FOR KEY SHARE;
 
 -- name: read_batch_facts
--- A batch's first statement after begin_batch: new keys, then the group, its GroupFlex rows, the
--- schedule types and the rows of the explicit keys, locked in that order (the function and why
--- it is one: sql/migrations/0004_batch_functions.sql).
-SELECT * FROM flexsvc_read_batch_facts(%(group_id)s, %(keys)b::integer[], %(new_count)s);
+-- A batch's first statement after BEGIN: begin_batch's timeouts and writers' lock (unless
+-- %(exclusive)s is NULL: an Idempotency-Key's begin took them), new keys, then the group, its
+-- GroupFlex rows, the schedule types and the rows of the explicit keys, locked in that order
+-- (the function and why it is one: sql/migrations/0004_batch_functions.sql).
+SELECT * FROM flexsvc_read_batch_facts(
+    %(statement_timeout)s, %(lock_timeout)s, %(exclusive)s::boolean,
+    %(group_id)s, %(keys)b::integer[], %(new_count)s);
 
 -- name: allocate_schedule_keys
 -- ``count`` new keys from the identity sequence, each with the group of a row that already has
