@@ -89,6 +89,7 @@ def _apply_once(
     does not reach COMMIT (a dry run, an atomic batch with a failed item, an error)."""
     valid = [e for e in entries if isinstance(e, ScheduleInput)]
     explicit = sorted({e.key for e in valid if e.key})
+    types = sorted({e.schedule_type for e in valid})
     new_count = 0 if dry_run else sum(1 for e in valid if e.key == 0)
     with explicit_transaction(conn):
         with pipeline(conn):
@@ -96,7 +97,7 @@ def _apply_once(
             if idempotency is not None:   # its lock and record first: a replay reads nothing
                 idempotency.begin(conn, pool_settings, exclusive=exclusive)
             read_results = store.send_batch_reads(
-                conn, pool_settings, group_id, explicit, new_count,
+                conn, pool_settings, group_id, explicit, types, new_count,
                 exclusive=None if idempotency is not None else exclusive)
         facts, allocated = read_results()
         if not facts.group_exists:

@@ -48,17 +48,19 @@ def allocate_schedule_keys(conn: psycopg.Connection, count: int) -> dict[int, st
 
 def send_batch_reads(
     conn: psycopg.Connection, settings: PoolSettings, group_id: str,
-    explicit_keys: Sequence[int], new_count: int, *, exclusive: bool | None,
+    explicit_keys: Sequence[int], schedule_types: Sequence[str], new_count: int, *,
+    exclusive: bool | None,
 ) -> Callable[[], tuple[BatchFacts, dict[int, str | None]]]:
     """Queue, in the caller's pipeline, one statement (``read_batch_facts``): ``begin_batch``'s
     timeouts and writers' lock (``exclusive`` as there; None: already taken), the allocation of
     ``new_count`` keys and the locking reads of the group, its GroupFlex rows (with their
-    dates), the schedule types (with their rules) and the rows of ``explicit_keys``. Return
+    dates), the ``schedule_types`` the items name (with their rules: a type missing from the
+    facts does not exist) and the rows of ``explicit_keys``. Return
     what reads its result after the sync: the batch's facts and the allocated keys, as
     ``allocate_schedule_keys``."""
     cursor = conn.execute(sql("read_batch_facts"), {
         **timeouts(settings), "exclusive": exclusive, "group_id": group_id,
-        "keys": list(explicit_keys), "new_count": new_count})
+        "keys": list(explicit_keys), "types": list(schedule_types), "new_count": new_count})
 
     def results() -> tuple[BatchFacts, dict[int, str | None]]:
         (new_keys, new_key_owners, group_exists, plan_ids, years, effective, term, first,

@@ -56,12 +56,13 @@ $$;
 -- the group (KEY SHARE: it cannot be deleted under the batch); its GroupFlex rows with the
 -- dates calculated schedules depend on (SPEC §8; FOR SHARE: not deleted, anchor unchanged until
 -- the batch ends; a lay-out locks its GroupFlex FOR NO KEY UPDATE, so a batch and a lay-out of
--- the same GroupFlex run one after the other); every schedule type and its rule (KEY SHARE: not
--- deleted; a changed rule makes the batch behave as if it ran before the change); the existing
+-- the same GroupFlex run one after the other); the schedule types the items name, with their
+-- rules (KEY SHARE: not deleted; a changed rule makes the batch behave as if it ran before the
+-- change; a type no item names is neither read nor locked); the existing
 -- rows of the batch's explicit keys (FOR UPDATE, in key order). Arrays, NULL when empty.
 CREATE OR REPLACE FUNCTION flexsvc_read_batch_facts(
     in_statement_timeout text, in_lock_timeout text, in_exclusive boolean,
-    in_group_id varchar, in_keys integer[], in_new_count integer,
+    in_group_id varchar, in_keys integer[], in_types varchar[], in_new_count integer,
     OUT new_keys integer[], OUT new_key_owners varchar[],
     OUT group_exists boolean,
     OUT parent_plan_ids varchar[], OUT parent_years varchar[], OUT parent_effective date[],
@@ -92,7 +93,10 @@ BEGIN
     FROM (SELECT plan_id, calendar_year, effective_date, term_date, first_payment_date
           FROM group_flex WHERE group_id = in_group_id FOR SHARE) AS p;
     SELECT array_agg(t.schedule_type), array_agg(t.rule) INTO type_names, type_rules
-    FROM (SELECT schedule_type, rule FROM flex_schedule_type FOR KEY SHARE) AS t;
+    FROM (SELECT schedule_type, rule FROM flex_schedule_type
+          WHERE schedule_type = ANY(in_types)
+          ORDER BY schedule_type
+          FOR KEY SHARE) AS t;
     SELECT array_agg(o.key ORDER BY o.key), array_agg(o.group_id ORDER BY o.key)
     INTO owner_keys, owner_groups
     FROM (SELECT group_flex_schedule_key AS key, group_id FROM group_flex_schedule

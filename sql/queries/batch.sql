@@ -32,11 +32,12 @@ SELECT schedule_type, rule FROM flex_schedule_type FOR KEY SHARE;
 -- name: read_batch_facts
 -- A batch's first statement after BEGIN: begin_batch's timeouts and writers' lock (unless
 -- %(exclusive)s is NULL: an Idempotency-Key's begin took them), new keys, then the group, its
--- GroupFlex rows, the schedule types and the rows of the explicit keys, locked in that order
+-- GroupFlex rows, the schedule types the items name and the rows of the explicit keys, locked
+-- in that order
 -- (the function and why it is one: sql/migrations/0004_batch_functions.sql).
 SELECT * FROM flexsvc_read_batch_facts(
     %(statement_timeout)s, %(lock_timeout)s, %(exclusive)s::boolean,
-    %(group_id)s, %(keys)b::integer[], %(new_count)s);
+    %(group_id)s, %(keys)b::integer[], %(types)b::varchar[], %(new_count)s);
 
 -- name: allocate_schedule_keys
 -- ``count`` new keys from the identity sequence, each with the group of a row that already has
