@@ -106,19 +106,17 @@ BEGIN
 END
 $$;
 
--- The final row of every key of a batch, created or updated as the plan says: ``in_rows`` is a
--- JSON array of {"k": key, "p": plan_id, "y": calendar_year, "d": schedule_date, "t":
--- schedule_type, "c": whether the plan creates it}, one per key (the client builds it with
--- orjson, far cheaper than six typed arrays; json_to_recordset reads it in one pass). Planned
--- creates are inserted in key order (so concurrent creators cannot deadlock), planned updates
--- applied to rows of this group (locked since the facts were read). The write checks its own
--- outcome: every planned create inserted and every planned update applied; otherwise another
--- transaction created or moved one of the keys meanwhile and the transaction is aborted
--- (serialization_failure, as flexsvc_assert), so the batch is planned again on fresh facts.
--- Checked here, the COMMIT can follow in the same round trip. Two counts, no join: the cost of
--- the check does not depend on the plan PostgreSQL picks.
+-- The final row of every key of a batch, created or updated as the plan says (``in_creates``,
+-- per key): planned creates inserted in key order (so concurrent creators cannot deadlock),
+-- planned updates applied to rows of this group (locked since the facts were read). The write
+-- checks its own outcome: every planned create inserted and every planned update applied;
+-- otherwise another transaction created or moved one of the keys meanwhile and the transaction
+-- is aborted (serialization_failure, as flexsvc_assert), so the batch is planned again on fresh
+-- facts. Checked here, the COMMIT can follow in the same round trip. Two counts, no join: the
+-- cost of the check does not depend on the plan PostgreSQL picks.
 CREATE OR REPLACE FUNCTION flexsvc_upsert_schedules(
-    in_group_id varchar, in_user varchar, in_rows json, in_count integer,
+    in_group_id varchar, in_user varchar, in_keys integer[], in_plan_ids varchar[],
+    in_years varchar[], in_dates timestamp[], in_types varchar[], in_creates boolean[],
     in_create_count integer)
 RETURNS void LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
@@ -128,26 +126,27 @@ BEGIN
     INSERT INTO group_flex_schedule (
         group_flex_schedule_key, group_id, plan_id, calendar_year, schedule_date,
         schedule_type, entry_date, entry_user, update_date, update_user)
-    SELECT i.k, in_group_id, i.p, i.y, i.d, i.t, now(), in_user, now(), in_user
-    FROM json_to_recordset(in_rows)
-         AS i(k integer, p varchar, y varchar, d timestamp, t varchar, c boolean)
-    WHERE i.c
-    ORDER BY i.k
+    SELECT i.key, in_group_id, i.plan_id, i.calendar_year, i.schedule_date, i.schedule_type,
+           now(), in_user, now(), in_user
+    FROM unnest(in_keys, in_plan_ids, in_years, in_dates, in_types, in_creates)
+         AS i(key, plan_id, calendar_year, schedule_date, schedule_type, creates)
+    WHERE i.creates
+    ORDER BY i.key
     ON CONFLICT (group_flex_schedule_key) DO NOTHING;
     GET DIAGNOSTICS created = ROW_COUNT;
     UPDATE group_flex_schedule AS t
-    SET plan_id = i.p,
-        calendar_year = i.y,
-        schedule_date = i.d,
-        schedule_type = i.t,
+    SET plan_id = i.plan_id,
+        calendar_year = i.calendar_year,
+        schedule_date = i.schedule_date,
+        schedule_type = i.schedule_type,
         update_date = now(),
         update_user = in_user
-    FROM json_to_recordset(in_rows)
-         AS i(k integer, p varchar, y varchar, d timestamp, t varchar, c boolean)
-    WHERE NOT i.c AND t.group_flex_schedule_key = i.k AND t.group_id = in_group_id;
+    FROM unnest(in_keys, in_plan_ids, in_years, in_dates, in_types, in_creates)
+         AS i(key, plan_id, calendar_year, schedule_date, schedule_type, creates)
+    WHERE NOT i.creates AND t.group_flex_schedule_key = i.key AND t.group_id = in_group_id;
     GET DIAGNOSTICS updated = ROW_COUNT;
     PERFORM flexsvc_assert(
-        created = in_create_count AND updated = in_count - in_create_count,
+        created = in_create_count AND updated = cardinality(in_keys) - in_create_count,
         'flexsvc_upsert_schedules: a key was created or moved by another transaction '
         'meanwhile');
 END

@@ -53,6 +53,8 @@ WHERE %(max_key)s > COALESCE(pg_sequence_last_value(s.seq::regclass), 0);
 -- name: upsert_schedules
 -- The whole batch's write, which checks its own outcome (every planned create inserted, every
 -- planned update applied, else serialization_failure): flexsvc_upsert_schedules in
--- sql/migrations/0004_batch_functions.sql. The rows travel as one JSON array of objects.
-SELECT flexsvc_upsert_schedules(%(group_id)s, %(user)s, %(rows)s::json, %(count)s,
-                                %(create_count)s);
+-- sql/migrations/0004_batch_functions.sql. Arrays travel in binary, one element per key.
+SELECT flexsvc_upsert_schedules(
+    %(group_id)s, %(user)s, %(keys)b::integer[], %(plan_ids)b::varchar[],
+    %(calendar_years)b::varchar[], %(schedule_dates)b::timestamp[],
+    %(schedule_types)b::varchar[], %(creates)b::boolean[], %(create_count)s);
