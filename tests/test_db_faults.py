@@ -196,7 +196,7 @@ def test_connection_killed_while_reading_facts(app, dsn):
     with psycopg.connect(dsn) as blocker:
         blocker.execute("SELECT 1 FROM groups WHERE group_id = 'G1' FOR UPDATE")
         flight = InFlight(app, big_batch(500))
-        terminate(dsn, backend_waiting(dsn, "SELECT group_id FROM groups"))
+        terminate(dsn, backend_waiting(dsn, "flexsvc_read_batch_facts"))
         blocker.rollback()
     response, elapsed = flight.result()
     assert_503(response, elapsed)
@@ -214,7 +214,7 @@ def test_connection_killed_during_the_set_based_write(app, dsn):
         # SHARE lets the batch lock its rows (ROW SHARE) but blocks its write (ROW EXCLUSIVE).
         blocker.execute("LOCK TABLE group_flex_schedule IN SHARE MODE")
         flight = InFlight(app, big_batch(500))
-        terminate(dsn, backend_waiting(dsn, "INSERT INTO group_flex_schedule"))
+        terminate(dsn, backend_waiting(dsn, "flexsvc_upsert_schedules"))
         blocker.rollback()
     response, elapsed = flight.result()
     assert_503(response, elapsed)
@@ -264,7 +264,7 @@ def test_server_stopped_while_request_in_flight(app, dsn, server):
     try:
         blocker.execute("LOCK TABLE group_flex_schedule IN SHARE MODE")
         flight = InFlight(app, big_batch(300))
-        backend_waiting(dsn, "INSERT INTO group_flex_schedule")
+        backend_waiting(dsn, "flexsvc_upsert_schedules")
         server.stop("immediate")
         response, elapsed = flight.result()
         assert_503(response, elapsed)
@@ -285,7 +285,7 @@ def test_pool_exhausted_answers_503_within_wait_timeout(dsn):
         with psycopg.connect(dsn) as blocker:
             blocker.execute("SELECT 1 FROM groups WHERE group_id = 'G1' FOR UPDATE")
             flight = InFlight(app, [item(1)])
-            backend_waiting(dsn, "SELECT group_id FROM groups")
+            backend_waiting(dsn, "flexsvc_read_batch_facts")
             response, elapsed = timed_put(client, [item(2)])
             assert_503(response, elapsed)
             assert elapsed < 3

@@ -306,7 +306,7 @@ def test_a_duplicate_waits_for_the_first_and_replays_its_answer(pool_app, db, te
         blocker.execute("SELECT 1 FROM groups WHERE group_id = 'G1' FOR UPDATE")
         first_thread, first = in_thread(
             lambda: send(pool_app.test_client(), "PUT", BATCH, key, batch))
-        waiting_backend(dsn, "transactionid", "FROM groups")
+        waiting_backend(dsn, "transactionid", "flexsvc_read_batch_facts")
         second_thread, second = in_thread(
             lambda: send(pool_app.test_client(), "PUT", BATCH, key, batch))
         waiting_backend(dsn, "advisory", "pg_advisory_xact_lock")

@@ -310,7 +310,7 @@ def test_server_connection_dropped_mid_pipeline(second_server: EmbeddedPostgres,
         response = terminated_under(
             lambda: put_batch(app.test_client(), [item(1, plan_ID="P2"), item(3), item(0)]),
             direct, "SELECT 1 FROM groups WHERE group_id = 'G1' FOR UPDATE",
-            "SELECT group_id FROM groups")
+            "flexsvc_read_batch_facts")
         assert response.status_code == 503, response.get_data(as_text=True)
         assert int(response.headers["Retry-After"]) > 0
         with psycopg.connect(direct) as conn:

@@ -25,7 +25,6 @@ from flexsvc.data.writes import (
     COMMIT,
     RETRYABLE_ERRORS,
     BeforeCommit,
-    begin_write,
     explicit_transaction,
     pipeline,
     run_write,
@@ -90,12 +89,16 @@ def _apply_once(
     does not reach COMMIT (a dry run, an atomic batch with a failed item, an error)."""
     valid = [e for e in entries if isinstance(e, ScheduleInput)]
     explicit = sorted({e.key for e in valid if e.key})
+    types = sorted({e.schedule_type for e in valid})
     new_count = 0 if dry_run else sum(1 for e in valid if e.key == 0)
     with explicit_transaction(conn):
         with pipeline(conn):
             conn.execute(BEGIN)
-            begin_write(conn, pool_settings, exclusive=exclusive, idempotency=idempotency)
-            read_results = store.send_batch_reads(conn, group_id, explicit, new_count)
+            if idempotency is not None:   # its lock and record first: a replay reads nothing
+                idempotency.begin(conn, pool_settings, exclusive=exclusive)
+            read_results = store.send_batch_reads(
+                conn, pool_settings, group_id, explicit, types, new_count,
+                exclusive=None if idempotency is not None else exclusive)
         facts, allocated = read_results()
         if not facts.group_exists:
             raise GroupNotFound(group_id)

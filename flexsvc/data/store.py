@@ -2,8 +2,9 @@
 
 A batch is two round trips (SPEC §7): BEGIN, the timeouts and writers' lock, the new keys and
 every fact the batch's outcomes depend on, queued in one pipeline (``send_batch_reads``); then
-the write, which checks its own outcome, and COMMIT (``upsert_schedules``). The functions that
-only queue return what reads the results after the pipeline's sync.
+the write, which checks its own outcome, and COMMIT (``upsert_schedules``). Reads and write are
+server-side functions (sql/migrations/0004_batch_functions.sql): planned once per session. The
+functions here that only queue return what reads the results after the pipeline's sync.
 """
 
 from __future__ import annotations
@@ -46,28 +47,34 @@ def allocate_schedule_keys(conn: psycopg.Connection, count: int) -> dict[int, st
 
 
 def send_batch_reads(
-    conn: psycopg.Connection, group_id: str, explicit_keys: Sequence[int], new_count: int,
+    conn: psycopg.Connection, settings: PoolSettings, group_id: str,
+    explicit_keys: Sequence[int], schedule_types: Sequence[str], new_count: int, *,
+    exclusive: bool | None,
 ) -> Callable[[], tuple[BatchFacts, dict[int, str | None]]]:
-    """Queue, in the caller's pipeline, the allocation of ``new_count`` keys and the locking
-    reads of the group, its GroupFlex rows (with their dates), the schedule types (with their
-    rules) and the rows of ``explicit_keys``; return what reads their results (after the sync):
-    the batch's facts and the allocated keys, as ``allocate_schedule_keys``."""
-    allocated = (conn.execute(sql("allocate_schedule_keys"), {"count": new_count})
-                 if new_count > 0 else None)
-    group = conn.execute(sql("lock_group"), {"group_id": group_id})
-    parents = conn.execute(sql("lock_group_flex_parents"), {"group_id": group_id})
-    types = conn.execute(sql("lock_schedule_types"))
-    owners = conn.execute(sql("lock_schedules_by_key"), {"keys": list(explicit_keys)})
+    """Queue, in the caller's pipeline, one statement (``read_batch_facts``): ``begin_batch``'s
+    timeouts and writers' lock (``exclusive`` as there; None: already taken), the allocation of
+    ``new_count`` keys and the locking reads of the group, its GroupFlex rows (with their
+    dates), the ``schedule_types`` the items name (with their rules: a type missing from the
+    facts does not exist) and the rows of ``explicit_keys``. Return
+    what reads its result after the sync: the batch's facts and the allocated keys, as
+    ``allocate_schedule_keys``."""
+    cursor = conn.execute(sql("read_batch_facts"), {
+        **timeouts(settings), "exclusive": exclusive, "group_id": group_id,
+        "keys": list(explicit_keys), "types": list(schedule_types), "new_count": new_count})
 
     def results() -> tuple[BatchFacts, dict[int, str | None]]:
+        (new_keys, new_key_owners, group_exists, plan_ids, years, effective, term, first,
+         type_names, type_rules, owner_keys, owner_groups) = cursor.fetchone()
         facts = BatchFacts(
-            group_exists=group.fetchone() is not None,
-            owners=dict(owners.fetchall()),
-            parents={(plan, year): GroupFlexDates(effective, term, first)
-                     for plan, year, effective, term, first in parents.fetchall()},
-            schedule_types=dict(types.fetchall()),
+            group_exists=group_exists,
+            owners=dict(zip(owner_keys or (), owner_groups or (), strict=True)),
+            parents={(plan, year): GroupFlexDates(starts, ends, anchor)
+                     for plan, year, starts, ends, anchor
+                     in zip(plan_ids or (), years or (), effective or (), term or (),
+                            first or (), strict=True)},
+            schedule_types=dict(zip(type_names or (), type_rules or (), strict=True)),
         )
-        return facts, dict(allocated.fetchall()) if allocated is not None else {}
+        return facts, dict(zip(new_keys or (), new_key_owners or (), strict=True))
 
     return results
 
@@ -101,7 +108,6 @@ def upsert_schedules(
         "schedule_types": types,
         "creates": creates,
         "create_count": sum(creates),
-        "update_count": len(keys) - sum(creates),
     }
     conn.execute(sql("upsert_schedules"), params)
 

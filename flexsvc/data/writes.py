@@ -130,10 +130,10 @@ BEGIN, COMMIT, ROLLBACK = b"BEGIN", b"COMMIT", b"ROLLBACK"
 
 def begin_write(conn: psycopg.Connection, settings: PoolSettings, *, exclusive: bool,
                 idempotency: IdempotentWrite | None) -> None:
-    """A batch's or lay-out's first statements, queued in the caller's pipeline: without an
-    Idempotency-Key exactly ``store.begin_batch``; with one, also the key's lock and record,
-    which are read at once (a round trip), since they may end the transaction with a replay,
-    a 409 or a 422 before anything else is read or written."""
+    """A lay-out's first statements (a batch folds them into its read), queued in the caller's
+    pipeline: without an Idempotency-Key exactly ``store.begin_batch``; with one, also the
+    key's lock and record, which are read at once (a round trip), since they may end the
+    transaction with a replay, a 409 or a 422 before anything else is read or written."""
     if idempotency is None:
         store.begin_batch(conn, settings, exclusive=exclusive)
     else:

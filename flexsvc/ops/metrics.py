@@ -86,6 +86,7 @@ POOL_COUNTERS = {
 UNMATCHED_ROUTE = "<unmatched>"   # 404s: never the raw path (unbounded label values)
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SAMPLE_SECONDS = 5.0
+AFTER_REQUEST_SECONDS = 0.5
 
 
 def multiprocess_dir() -> str | None:
@@ -129,8 +130,9 @@ def observe_idempotency(database: str | None, outcome: str) -> None:
 class PoolSampler:
     """Copies this process's pool statistics into the gauges and counters.
 
-    Runs after each request that used a database, before each scrape, and every few seconds
-    in a daemon thread (so an idle worker's gauges follow its pool shrinking).
+    Runs after requests that used a database (at most every half second per process), before
+    each scrape, and every few seconds in a daemon thread (so an idle worker's gauges follow
+    its pool shrinking).
     """
 
     def __init__(self, app: Flask, labels: dict[str, str]):
@@ -139,6 +141,15 @@ class PoolSampler:
         self._seen: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._thread_pid: int | None = None
+        self._sampled_at = -AFTER_REQUEST_SECONDS
+
+    def sample_now_and_then(self) -> None:
+        """``sample`` after a request, at most every ``AFTER_REQUEST_SECONDS`` per process: the
+        gauges stay as fresh as a scrape can tell, without sampling every request."""
+        now = time.monotonic()
+        if now - self._sampled_at >= AFTER_REQUEST_SECONDS:
+            self._sampled_at = now
+            self.sample()
 
     def sample(self) -> None:
         stats = self.app.extensions["flexsvc.pools"].stats()
@@ -206,7 +217,7 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _sample_pool(response: Response) -> Response:
         if g.get("database"):
-            sampler.sample()
+            sampler.sample_now_and_then()
         return response
 
     @app.get("/metrics")
