@@ -1,9 +1,10 @@
 """What the writing transactions (a batch, a lay-out) share: retries, new keys, the commit point.
 
 * A transaction that met a concurrent change (``ConcurrentChange``, a deadlock, a serialization
-  failure) is rolled back and run again on fresh facts; the retry takes the batch writers'
-  advisory lock exclusively (``store.begin_batch``), so it runs alone and cannot meet another
-  change. After ``MAX_ATTEMPTS`` the request answers 503 (``WriteContention``).
+  failure, as the batch's checked write raises) is rolled back and run again on fresh facts;
+  the retry takes the batch writers' advisory lock exclusively (``begin_batch``, or the batch's
+  read function), so it runs alone and cannot meet another change. After ``MAX_ATTEMPTS`` the
+  request answers 503 (``WriteContention``).
 * New rows get their keys from the identity sequence, skipping keys that already exist.
 * ``begin_write``: a writing transaction's first statements (timeouts, the writers' lock and,
   with an Idempotency-Key, the scope's lock and record: ``flexsvc.data.idempotency``).
