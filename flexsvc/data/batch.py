@@ -20,13 +20,13 @@ from flexsvc.config import PoolSettings
 from flexsvc.data import store
 from flexsvc.data.db import CONNECTION_ERRORS, Pools
 from flexsvc.data.idempotency import IdempotentWrite
+from flexsvc.data.roundtrip import StatementQueue
 from flexsvc.data.writes import (
     BEGIN,
     COMMIT,
     RETRYABLE_ERRORS,
     BeforeCommit,
     explicit_transaction,
-    pipeline,
     run_write,
     usable_new_keys,
 )
@@ -92,14 +92,14 @@ def _apply_once(
     types = sorted({e.schedule_type for e in valid})
     new_count = 0 if dry_run else sum(1 for e in valid if e.key == 0)
     with explicit_transaction(conn):
-        with pipeline(conn):
-            conn.execute(BEGIN)
-            if idempotency is not None:   # its lock and record first: a replay reads nothing
-                idempotency.begin(conn, pool_settings, exclusive=exclusive)
-            read_results = store.send_batch_reads(
-                conn, pool_settings, group_id, explicit, types, new_count,
-                exclusive=None if idempotency is not None else exclusive)
-        facts, allocated = read_results()
+        queue = StatementQueue(conn)
+        queue.execute(BEGIN)
+        if idempotency is not None:   # its lock and record first: a replay reads nothing
+            idempotency.begin(queue, pool_settings, exclusive=exclusive)
+        read_results = store.send_batch_reads(
+            queue, pool_settings, group_id, explicit, types, new_count,
+            exclusive=None if idempotency is not None else exclusive)
+        facts, allocated = read_results()        # the first round trip
         if not facts.group_exists:
             raise GroupNotFound(group_id)
         new_keys = usable_new_keys(conn, allocated, new_count, set(explicit))
@@ -114,15 +114,15 @@ def _apply_once(
             results = _mark_failed(plan, failed_keys)
             if failed_keys and atomic:
                 return not_applied(results, entries)
-        with pipeline(conn):
-            if plan.rows and not isolate:
-                store.upsert_schedules(conn, group_id, list(plan.rows.values()), user,
-                                       plan.created)
-            if plan.created and max(plan.created) not in allocated:
-                store.advance_key_sequence(conn, max(plan.created))
-            if before_commit is not None:
-                before_commit(conn, results)      # the transaction's last statements
-            conn.execute(COMMIT)
+        if plan.rows and not isolate:
+            store.upsert_schedules(queue, group_id, list(plan.rows.values()), user,
+                                   plan.created)
+        if plan.created and max(plan.created) not in allocated:
+            store.advance_key_sequence(queue, max(plan.created))
+        if before_commit is not None:
+            before_commit(queue, results)      # the transaction's last statements
+        queue.execute(COMMIT)
+        queue.sync()                             # the second round trip
     return results
 
 

@@ -26,11 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from psycopg import errors as pg_errors
 
 from flexsvc.config import PoolSettings
 from flexsvc.data.queries import sql
+from flexsvc.data.roundtrip import Executes
 from flexsvc.data.store import timeouts
 
 #: Expired records deleted with each new one: more than one request ever adds, so the table
@@ -98,13 +98,13 @@ class IdempotentWrite:
     ttl_seconds: float
     recorded: RecordedResponse | None = field(default=None)
 
-    def begin(self, conn: psycopg.Connection, settings: PoolSettings, *,
+    def begin(self, conn: Executes, settings: PoolSettings, *,
               exclusive: bool | None) -> None:
         """``send_begin`` and its check at once: in a pipeline, one round trip for what is
         queued so far and these."""
         self.send_begin(conn, settings, exclusive=exclusive)()
 
-    def send_begin(self, conn: psycopg.Connection, settings: PoolSettings, *,
+    def send_begin(self, conn: Executes, settings: PoolSettings, *,
                    exclusive: bool | None) -> Callable[[], None]:
         """Queue the transaction's first statements: timeouts, the writers' lock (``exclusive``
         True/False; None for a delete, which takes none), a try at the scope's lock and the
@@ -125,7 +125,7 @@ class IdempotentWrite:
 
         return check
 
-    def _wait(self, conn: psycopg.Connection, params: dict[str, Any]) -> psycopg.Cursor:
+    def _wait(self, conn: Executes, params: dict[str, Any]) -> Any:
         """Another request holds the scope: wait until it ends, then look again."""
         try:
             waited = conn.execute(sql("wait_idempotency_lock"), params)
@@ -142,7 +142,7 @@ class IdempotentWrite:
             raise KeyReused()
         raise Replay(RecordedResponse(status, bytes(body), content_type, location))
 
-    def record(self, conn: psycopg.Connection, outcome: Any) -> None:
+    def record(self, conn: Executes, outcome: Any) -> None:
         """Render the answer and record it (the transaction's last statement before COMMIT).
 
         One statement that checks itself (a live record met: serialization_failure, and the

@@ -23,6 +23,7 @@ from flexsvc.data.batch import GroupNotFound, upsert_batch
 from flexsvc.data.db import Pools
 from flexsvc.data.idempotency import IdempotentWrite
 from flexsvc.data.queries import sql
+from flexsvc.data.roundtrip import Executes
 from flexsvc.data.writes import pipeline, run_write
 from flexsvc.rules.planning import ItemResult
 from flexsvc.rules.schemas import ScheduleInput, SortKey
@@ -113,9 +114,10 @@ def list_records(
         return RecordPage(records=cursor.fetchall(), total=total.fetchone()[0])
 
 
-def _fetch(conn: psycopg.Connection, group_id: str, key: int) -> ScheduleRecord | None:
-    cursor = conn.cursor(row_factory=class_row(ScheduleRecord))
-    return cursor.execute(sql("get_group_schedule"), {"group_id": group_id, "key": key}).fetchone()
+def _fetch(conn: Executes, group_id: str, key: int) -> ScheduleRecord | None:
+    """The query's columns are ScheduleRecord's fields, in order (it also runs on a queue)."""
+    row = conn.execute(sql("get_group_schedule"), {"group_id": group_id, "key": key}).fetchone()
+    return None if row is None else ScheduleRecord(*row)
 
 
 def _missing(conn: psycopg.Connection, group_id: str, key: int) -> Exception:
@@ -178,7 +180,7 @@ def save_record(
     """
     stored: list[ScheduleRecord | None] = [None]
 
-    def read_back(conn: psycopg.Connection, results: Sequence[ItemResult]) -> None:
+    def read_back(conn: Executes, results: Sequence[ItemResult]) -> None:
         (result,) = results
         stored[0] = _fetch(conn, group_id, result.key) if result.status in (200, 201) else None
         if idempotency is not None:

@@ -1,10 +1,12 @@
 """Data layer of the batch upsert: runs named SQL on a connection, knows nothing of HTTP.
 
 A batch is two round trips (SPEC §7): BEGIN, the timeouts and writers' lock, the new keys and
-every fact the batch's outcomes depend on, queued in one pipeline (``send_batch_reads``); then
-the write, which checks its own outcome, and COMMIT (``upsert_schedules``). Reads and write are
-server-side functions (sql/migrations/0004_batch_functions.sql): planned once per session. The
-functions here that only queue return what reads the results after the pipeline's sync.
+every fact the batch's outcomes depend on, queued together (``send_batch_reads``); then the
+write, which checks its own outcome, and COMMIT (``upsert_schedules``). Reads and write are
+server-side functions (sql/migrations/0004_batch_functions.sql): planned once per session.
+Functions that take ``Executes`` run on a connection or queue on a ``StatementQueue``
+(``flexsvc.data.roundtrip``); those that only queue return what reads the results after the
+queue's sync.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from operator import itemgetter
 import psycopg
 
 from flexsvc.config import PoolSettings
+from flexsvc.data.arrays import BoolArray, Int4Array, TextArray, TimestampArray
 from flexsvc.data.queries import sql
+from flexsvc.data.roundtrip import Executes
 from flexsvc.rules.calculation import GroupFlexDates
 from flexsvc.rules.planning import BatchFacts
 from flexsvc.rules.schemas import ScheduleInput
@@ -47,20 +51,21 @@ def allocate_schedule_keys(conn: psycopg.Connection, count: int) -> dict[int, st
 
 
 def send_batch_reads(
-    conn: psycopg.Connection, settings: PoolSettings, group_id: str,
+    conn: Executes, settings: PoolSettings, group_id: str,
     explicit_keys: Sequence[int], schedule_types: Sequence[str], new_count: int, *,
     exclusive: bool | None,
 ) -> Callable[[], tuple[BatchFacts, dict[int, str | None]]]:
-    """Queue, in the caller's pipeline, one statement (``read_batch_facts``): ``begin_batch``'s
-    timeouts and writers' lock (``exclusive`` as there; None: already taken), the allocation of
-    ``new_count`` keys and the locking reads of the group, its GroupFlex rows (with their
-    dates), the ``schedule_types`` the items name (with their rules: a type missing from the
-    facts does not exist) and the rows of ``explicit_keys``. Return
-    what reads its result after the sync: the batch's facts and the allocated keys, as
-    ``allocate_schedule_keys``."""
+    """Queue, on the caller's ``StatementQueue``, one statement (``read_batch_facts``):
+    ``begin_batch``'s timeouts and writers' lock (``exclusive`` as there; None: already
+    taken), the allocation of ``new_count`` keys and the locking reads of the group, its
+    GroupFlex rows (with their dates), the ``schedule_types`` the items name (with their
+    rules: a type missing from the facts does not exist) and the rows of ``explicit_keys``.
+    Return what reads its result after the sync: the batch's facts and the allocated keys,
+    as ``allocate_schedule_keys``."""
     cursor = conn.execute(sql("read_batch_facts"), {
         **timeouts(settings), "exclusive": exclusive, "group_id": group_id,
-        "keys": list(explicit_keys), "types": list(schedule_types), "new_count": new_count})
+        "keys": Int4Array(explicit_keys), "types": TextArray(schedule_types),
+        "new_count": new_count})
 
     def results() -> tuple[BatchFacts, dict[int, str | None]]:
         (new_keys, new_key_owners, group_exists, plan_ids, years, effective, term, first,
@@ -83,35 +88,35 @@ _by_key = itemgetter(0)   # ScheduleInput.key
 
 
 def upsert_schedules(
-    conn: psycopg.Connection, group_id: str, rows: Sequence[ScheduleInput], user: str | None,
+    conn: Executes, group_id: str, rows: Sequence[ScheduleInput], user: str | None,
     created: Container[int],
 ) -> None:
     """Write the final row of every key in one statement, which checks its own outcome: every
     key is written, and inserted exactly when it is in ``created``. Otherwise (another
     transaction created or moved one of the keys since the facts were read) it raises
-    ``SerializationFailure`` and the transaction is aborted. In a pipeline, only queued.
+    ``SerializationFailure`` and the transaction is aborted. On a queue, only queued.
 
     ``rows`` must hold each key once.
     """
     ordered = sorted(rows, key=_by_key)
     # One transposition instead of five list comprehensions (ScheduleInput is a tuple).
     keys, _groups, plan_ids, years, dates, types = (
-        list(column) for column in zip(*ordered, strict=True)) if ordered else ([],) * 6
+        zip(*ordered, strict=True) if ordered else ((),) * 6)
     creates = [key in created for key in keys]
     params = {
         "group_id": group_id,
         "user": user,
-        "keys": keys,
-        "plan_ids": plan_ids,
-        "calendar_years": years,
-        "schedule_dates": dates,
-        "schedule_types": types,
-        "creates": creates,
+        "keys": Int4Array(keys),
+        "plan_ids": TextArray(plan_ids),
+        "calendar_years": TextArray(years),
+        "schedule_dates": TimestampArray(dates),
+        "schedule_types": TextArray(types),
+        "creates": BoolArray(creates),
         "create_count": sum(creates),
     }
     conn.execute(sql("upsert_schedules"), params)
 
 
-def advance_key_sequence(conn: psycopg.Connection, max_key: int) -> None:
-    """Keep the sequence past ``max_key`` (a key created explicitly). In a pipeline, queued."""
+def advance_key_sequence(conn: Executes, max_key: int) -> None:
+    """Keep the sequence past ``max_key`` (a key created explicitly). On a queue, queued."""
     conn.execute(sql("advance_key_sequence"), {"max_key": max_key})

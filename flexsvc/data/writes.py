@@ -9,7 +9,8 @@
 * ``begin_write``: a writing transaction's first statements (timeouts, the writers' lock and,
   with an Idempotency-Key, the scope's lock and record: ``flexsvc.data.idempotency``).
 * ``explicit_transaction``: a transaction whose BEGIN and COMMIT are statements the caller
-  queues in a pipeline with its own, so a batch takes two round trips (SPEC §7).
+  queues with its own (the batch on a ``roundtrip.StatementQueue``), so a batch takes two
+  round trips (SPEC §7).
 * ``BeforeCommit``: the one point of a writing transaction just before COMMIT, for work that
   must commit or roll back with the write (an idempotency record, SPEC §9). It is called only
   when the transaction is about to commit: never for a dry run or a rolled-back atomic batch.
@@ -29,6 +30,7 @@ from psycopg import pq
 from flexsvc.config import PoolSettings
 from flexsvc.data import store
 from flexsvc.data.db import CONNECTION_ERRORS, Pools
+from flexsvc.data.roundtrip import Executes
 from flexsvc.rules.planning import ItemResult
 
 if TYPE_CHECKING:   # flexsvc.data.idempotency imports this module
@@ -41,9 +43,9 @@ MAX_ATTEMPTS = 5
 RETRYABLE_ERRORS = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
 #: ``before_commit(conn, results)``: runs inside the transaction, just before COMMIT. In a
-#: batch it runs inside the pipeline that ends with COMMIT: what it only executes travels with
-#: the write and the COMMIT; what it fetches costs a round trip of its own.
-BeforeCommit = Callable[[psycopg.Connection, Sequence[ItemResult]], None]
+#: batch ``conn`` is the ``StatementQueue`` that ends with COMMIT: what it only executes travels
+#: with the write and the COMMIT; what it fetches costs a round trip of its own.
+BeforeCommit = Callable[[Executes, Sequence[ItemResult]], None]
 T = TypeVar("T")
 
 

@@ -18,6 +18,7 @@ import threading
 import time
 import weakref
 from collections import Counter as TallyCounter
+from typing import Any
 
 from flask import Flask, current_app, g, request
 from werkzeug.wrappers import Response
@@ -100,6 +101,20 @@ def database_labels(names: list[str], mode: str) -> dict[str, str]:
     return {name: f"db{i}" for i, name in enumerate(sorted(names), start=1)}
 
 
+#: Labelled children, by metric and label values: ``labels()`` takes a lock and checks the
+#: values on every call; the set of values is small (routes, statuses, databases, outcomes).
+_CHILDREN: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, looked up once per process and label values."""
+    key = (metric, values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child
+
+
 def _label(database: str | None) -> str:
     labels: dict[str, str] = current_app.extensions["flexsvc.metrics"].labels
     return labels.get(database or "", "unknown")
@@ -109,22 +124,22 @@ def observe_request(method: str, route: str | None, status: int, seconds: float)
     """Count one answered request (called once per request by ``requestlog``)."""
     values = (method if method in KNOWN_METHODS else "OTHER", route or UNMATCHED_ROUTE,
               str(status))
-    REQUESTS.labels(*values).inc()
-    LATENCY.labels(*values).observe(seconds)
+    _child(REQUESTS, *values).inc()
+    _child(LATENCY, *values).observe(seconds)
     current_app.extensions["flexsvc.metrics"].start_sampler()
 
 
 def observe_batch(database: str | None, statuses: TallyCounter[int]) -> None:
     """Count one batch: its size and each item's outcome."""
     label = _label(database)
-    BATCH_ITEMS.labels(label).observe(sum(statuses.values()))
+    _child(BATCH_ITEMS, label).observe(sum(statuses.values()))
     for status, count in statuses.items():
-        ITEM_RESULTS.labels(label, str(status)).inc(count)
+        _child(ITEM_RESULTS, label, str(status)).inc(count)
 
 
 def observe_idempotency(database: str | None, outcome: str) -> None:
     """Count one request that carried an Idempotency-Key (called by ``requestlog``)."""
-    IDEMPOTENT_REQUESTS.labels(_label(database), outcome).inc()
+    _child(IDEMPOTENT_REQUESTS, _label(database), outcome).inc()
 
 
 class PoolSampler:

@@ -1,0 +1,119 @@
+"""``flexsvc.data.roundtrip``: statements queued and sent in one round trip, on a real server.
+
+What the batch relies on: parameters and results adapted as ``conn.execute`` adapts them (the
+fast array dumpers of ``flexsvc.data.arrays`` included), one Sync per round trip, the first
+error raised as psycopg's own class with later statements not run, a usable connection after a
+statement error and a closed one after a lost connection.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import errors as pg_errors
+from psycopg import pq
+
+from flexsvc.data.arrays import BoolArray, Int4Array, TextArray, TimestampArray
+from flexsvc.data.roundtrip import StatementQueue, _compile
+
+
+@pytest.fixture
+def conn(tenant_dsns: dict[str, str]):
+    with psycopg.connect(tenant_dsns["main"], autocommit=True) as connection:
+        yield connection
+
+
+def test_placeholders_become_numbered_parameters():
+    compiled = _compile("SELECT %(a)s, %(b)b, %(a)s, '100%%', %(c)t")
+    assert compiled.text == b"SELECT $1, $2, $1, '100%', $3"
+    assert compiled.names == ("a", "b", "c")
+    with pytest.raises(ValueError):
+        _compile("SELECT %s")
+    with pytest.raises(ValueError):
+        _compile("SELECT %(a)s, %(a)b")
+
+
+def test_parameters_and_results_are_adapted_as_psycopg_does(conn):
+    queue = StatementQueue(conn)
+    values = {
+        "keys": Int4Array([1, -2, 2_147_483_647]),
+        "names": TextArray(["plain", "ünïcødé €", "", None, "quote ' and \\ and {,}"]),
+        "dates": TimestampArray([datetime(2026, 1, 31, 23, 59, 59, 999_999),
+                                 datetime(1, 1, 1), datetime(9999, 12, 31)]),
+        "flags": BoolArray([True, False]),
+        "empty": Int4Array([]),
+        "text": "x", "number": 7, "missing": None,
+    }
+    arrays = queue.execute(
+        "SELECT %(keys)b::integer[], %(names)b::varchar[], %(dates)b::timestamp[], "
+        "%(flags)b::boolean[], %(empty)b::integer[], %(text)s, %(number)s, %(missing)s::int",
+        values)
+    typed = queue.execute("SELECT DATE '2026-02-28', NULL::text, ARRAY['a', NULL]::text[]")
+    nothing = queue.execute("SELECT 1 WHERE false")
+    assert arrays.fetchone() == (
+        [1, -2, 2_147_483_647], ["plain", "ünïcødé €", "", None, "quote ' and \\ and {,}"],
+        [datetime(2026, 1, 31, 23, 59, 59, 999_999), datetime(1, 1, 1), datetime(9999, 12, 31)],
+        [True, False], [], "x", 7, None)
+    assert typed.fetchall() == [(date(2026, 2, 28), None, ["a", None])]
+    assert nothing.fetchone() is None and nothing.fetchall() == []
+
+
+def test_what_is_queued_goes_out_with_one_sync(conn, tmp_path: Path):
+    trace = (tmp_path / "trace").open("w")
+    conn.pgconn.trace(trace.fileno())
+    conn.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+    try:
+        queue = StatementQueue(conn)
+        queue.execute(b"BEGIN")
+        first = queue.execute("SELECT %(n)s::int + 1", {"n": 1})
+        queue.execute(b"COMMIT")
+        assert first.fetchone() == (2,)
+    finally:
+        conn.pgconn.untrace()
+        trace.close()
+    sent = [line.split("\t")[2] for line in Path(trace.name).read_text().splitlines()
+            if line.startswith("F\t")]
+    assert sent.count("Sync") == 1 and sent.count("Parse") == 3
+
+
+def test_the_first_error_is_raised_and_later_statements_are_not_run(conn):
+    conn.execute("CREATE TEMP TABLE queued_effects (n int)")
+    queue = StatementQueue(conn)
+    before = queue.execute("INSERT INTO queued_effects VALUES (1) RETURNING n")
+    queue.execute("SELECT 1 / %(zero)s", {"zero": 0})
+    after = queue.execute("INSERT INTO queued_effects VALUES (2) RETURNING n")
+    with pytest.raises(pg_errors.DivisionByZero):
+        queue.sync()
+    assert before.fetchone() == (1,)          # it ran ...
+    with pytest.raises(pg_errors.PipelineAborted):
+        after.fetchone()
+    # ... but, with no BEGIN queued, the statements of one sync are one implicit transaction
+    # (libpq's pipeline mode), so the error rolled it back. The connection is fine afterwards.
+    assert conn.execute("SELECT array_agg(n) FROM queued_effects").fetchone() == (None,)
+
+
+def test_an_error_inside_begin_leaves_a_transaction_to_roll_back(conn):
+    queue = StatementQueue(conn)
+    queue.execute(b"BEGIN")
+    failing = queue.execute("SELECT 1 / %(zero)s", {"zero": 0})
+    with pytest.raises(pg_errors.DivisionByZero):
+        failing.fetchone()
+    assert conn.info.transaction_status == pq.TransactionStatus.INERROR
+    conn.execute("ROLLBACK")
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_lost_connection_raises_operational_error_and_closes_it(conn, tenant_dsns):
+    pid = conn.info.backend_pid
+    with psycopg.connect(tenant_dsns["main"], autocommit=True) as admin:
+        queue = StatementQueue(conn)
+        queue.execute("SELECT pg_sleep(0.5)")
+        sent = queue.execute("SELECT 1")
+        admin.execute("SELECT pg_terminate_backend(%s) FROM pg_stat_activity "
+                      "WHERE pid = %s", (pid, pid))
+        with pytest.raises(psycopg.OperationalError):
+            sent.fetchone()
+    assert conn.closed
