@@ -18,11 +18,12 @@ def current_activity_id() -> str:
     """The activity ID of the request being served ("-" outside a request)."""
     if not has_request_context():
         return "-"
-    activity_id = g.get("activity_id")
+    store = g._get_current_object()    # one proxy lookup (this runs several times a request)
+    activity_id = store.get("activity_id")
     if activity_id is None:
         offered = request.headers.get(REQUEST_ID_HEADER, "")
         activity_id = offered if SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
-        g.activity_id = activity_id
+        store.activity_id = activity_id
     return activity_id
 
 

@@ -25,18 +25,21 @@ MAX_CALENDAR_YEAR_LENGTH = 4
 
 
 def settings() -> Settings:
-    return current_app.extensions["flexsvc.settings"]
+    # The proxy resolved once: an attribute read through werkzeug's proxy costs a failed
+    # lookup and a call each time, and this runs several times per request.
+    return current_app._get_current_object().extensions["flexsvc.settings"]
 
 
 def require_tenant() -> tuple[Principal, str]:
     """Authenticate the caller and resolve the target database (401, 400, 403)."""
-    principal = authenticate(request.headers, settings())
-    g.principal = principal
-    name = request.headers.get(DATABASE_HEADER)
+    headers, store, config = request.headers, g._get_current_object(), settings()
+    principal = authenticate(headers, config)
+    store.principal = principal
+    name = headers.get(DATABASE_HEADER)
     if name is None or not name.strip():
         raise ApiError(400, f"The {DATABASE_HEADER} header is required.")
-    database = authorize_database(principal, name, settings())
-    g.database = database
+    database = authorize_database(principal, name, config)
+    store.database = database
     return principal, database
 
 
@@ -62,18 +65,20 @@ def _is_json_content_type(mimetype: str) -> bool:
 def read_json_body(expected: str = "a JSON object") -> Any:
     """The parsed JSON body (415 for other content types, 413 over the byte limit, 400 bad);
     ``expected`` names what the route wants, for the message about an empty body."""
+    req = request._get_current_object()
     # The usual header, exactly "application/json", needs no parsing.
-    if (request.environ.get("CONTENT_TYPE") != "application/json"
-            and not _is_json_content_type(request.mimetype)):
+    if (req.environ.get("CONTENT_TYPE") != "application/json"
+            and not _is_json_content_type(req.mimetype)):
         raise ApiError(415, "Unsupported content type; send application/json, text/json or "
                             "application/*+json.")
-    limit = settings().limits.max_body_bytes
-    declared = request.content_length
+    limits = settings().limits
+    limit = limits.max_body_bytes
+    declared = req.content_length
     if declared is not None and declared > limit:
         raise ApiError(413, f"The body is larger than {limit} bytes.")
-    _bound_body_stalls()
+    _bound_body_stalls(req.environ, limits.body_stall_seconds)
     try:
-        body = request.get_data(cache=False)
+        body = req.get_data(cache=False)
     except HTTPException:
         raise
     except Exception as exc:  # the server's body reader: broken chunked framing, a lost client
@@ -90,13 +95,13 @@ def read_json_body(expected: str = "a JSON object") -> Any:
         raise ApiError(400, f"Malformed JSON: {exc}.") from exc
 
 
-def _bound_body_stalls() -> None:
+def _bound_body_stalls(environ: dict[str, Any], seconds: float) -> None:
     """gunicorn reads the body from a blocking socket without a timeout: a client that stops
     sending (or vanishes without a FIN) would hold this thread forever. Bound every wait for
     body bytes; gunicorn resets the socket's mode before it reuses the connection."""
-    sock = request.environ.get("gunicorn.socket")
+    sock = environ.get("gunicorn.socket")
     if sock is not None and hasattr(sock, "settimeout"):
-        sock.settimeout(settings().limits.body_stall_seconds)
+        sock.settimeout(seconds)
 
 
 def read_json_array() -> list[Any]:

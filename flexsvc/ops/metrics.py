@@ -116,7 +116,7 @@ def _child(metric: Any, *values: str) -> Any:
 
 
 def _label(database: str | None) -> str:
-    labels: dict[str, str] = current_app.extensions["flexsvc.metrics"].labels
+    labels: dict[str, str] = current_app._get_current_object().extensions["flexsvc.metrics"].labels
     return labels.get(database or "", "unknown")
 
 
@@ -126,7 +126,7 @@ def observe_request(method: str, route: str | None, status: int, seconds: float)
               str(status))
     _child(REQUESTS, *values).inc()
     _child(LATENCY, *values).observe(seconds)
-    current_app.extensions["flexsvc.metrics"].start_sampler()
+    current_app._get_current_object().extensions["flexsvc.metrics"].start_sampler()
 
 
 def observe_batch(database: str | None, statuses: TallyCounter[int]) -> None:

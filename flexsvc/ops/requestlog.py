@@ -26,8 +26,9 @@ log = logging.getLogger("flexsvc.request")
 def record_item_statuses(statuses: Counter[int]) -> None:
     """Called by the batch and lay-out blueprints: item counts for the log line and the
     metrics."""
-    g.item_statuses = statuses
-    metrics.observe_batch(g.get("database"), statuses)
+    store = g._get_current_object()
+    store.item_statuses = statuses
+    metrics.observe_batch(store.get("database"), statuses)
 
 
 def init_app(app: Flask) -> None:
@@ -37,30 +38,34 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _log_request(response: Response) -> Response:
-        seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
-        route = request.url_rule.rule if request.url_rule else None
-        principal = g.get("principal")
+        # The proxies resolved once (each read through them costs a failed lookup and a call).
+        store, req = g._get_current_object(), request._get_current_object()
+        seconds = time.perf_counter() - store.get("request_started", time.perf_counter())
+        rule = req.url_rule
+        route = rule.rule if rule else None
+        principal = store.get("principal")
         api_key = getattr(principal, "api_key", None)
+        database = store.get("database")
         fields = {
-            "method": request.method,
+            "method": req.method,
             "route": route,
             "status": response.status_code,
             "duration_ms": round(seconds * 1000, 2),
-            "database": g.get("database"),
+            "database": database,
             "principal": getattr(principal, "user", None),
             "api_key_name": getattr(api_key, "name", None),
         }
-        key_digest = g.get("idempotency_key_digest")
+        key_digest = store.get("idempotency_key_digest")
         if key_digest is not None:
-            outcome = g.get("idempotency", "not_recorded")
+            outcome = store.get("idempotency", "not_recorded")
             fields["idempotency"] = outcome
             fields["idempotency_key_sha256"] = key_digest
-            metrics.observe_idempotency(g.get("database"), outcome)
-        statuses = g.get("item_statuses")
+            metrics.observe_idempotency(database, outcome)
+        statuses = store.get("item_statuses")
         if statuses is not None:
             fields["items"] = sum(statuses.values())
             fields["item_statuses"] = {str(k): v for k, v in sorted(statuses.items())}
         log.log(logging.WARNING if response.status_code >= 500 else logging.INFO, "request",
                 extra=fields)
-        metrics.observe_request(request.method, route, response.status_code, seconds)
+        metrics.observe_request(req.method, route, response.status_code, seconds)
         return response

@@ -35,19 +35,18 @@ def parse_datetime(text: str) -> datetime:
     match = _DATETIME.fullmatch(text)   # not .match: "$" would accept a trailing newline
     if match is None:
         raise InvalidDateTime("not a recognised date or date-time")
-    parts = match.groupdict()
-    frac = parts["frac"] or ""
+    year, month, day, hour, minute, second, frac, zone = match.groups()   # in pattern order
     try:
         value = datetime(
-            int(parts["y"]), int(parts["mo"]), int(parts["d"]),
-            int(parts["h"] or 0), int(parts["mi"] or 0), int(parts["s"] or 0),
-            int((frac + "000000")[:6]),
+            int(year), int(month), int(day),
+            int(hour or 0), int(minute or 0), int(second or 0),
+            int((frac + "000000")[:6]) if frac else 0,
         )
     except ValueError as exc:
         raise ImpossibleDateTime("not a possible date or time") from exc
     if value.year < 1:
         raise ImpossibleDateTime("year out of range")
-    zone = parts["zone"] or ""
+    zone = zone or ""
     if zone and zone.upper() not in ("Z", "UTC", "GMT"):
         sign = -1 if zone[0] == "-" else 1
         digits = zone[1:].replace(":", "")
