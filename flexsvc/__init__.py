@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from types import FunctionType
+from typing import Any
+
 from flask import Flask
 
 from flexsvc.config import Settings, load_settings
@@ -10,9 +14,33 @@ from flexsvc.http import activity, errors, jsonio
 from flexsvc.ops import metrics, requestlog
 
 
+class FlexApp(Flask):
+    """Flask, minus a per-call check the service does not need.
+
+    Flask asks ``inspect`` whether each view and hook is a coroutine function on every call
+    (nine times per batch request); every function here is a plain ``def`` registered once, so
+    the answer is remembered per function (Flask documents ``ensure_sync`` as the override
+    point). Coroutine functions still go through ``async_to_sync`` as in Flask.
+    """
+
+    _sync: dict[Callable[..., Any], Callable[..., Any]]
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            return self._sync[func]
+        except (KeyError, TypeError):     # TypeError: an unhashable callable
+            pass
+        except AttributeError:
+            self._sync = {}
+        chosen = super().ensure_sync(func)
+        if isinstance(func, FunctionType):     # long-lived: views and hooks
+            self._sync[func] = chosen
+        return chosen
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     """Application factory: settings from ``FLEXSVC_CONFIG`` unless given."""
-    app = Flask(__name__)
+    app = FlexApp(__name__)
     settings = settings or load_settings()
     app.extensions["flexsvc.settings"] = settings
     app.extensions["flexsvc.pools"] = Pools(settings)

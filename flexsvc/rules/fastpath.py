@@ -25,7 +25,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from marshmallow import EXCLUDE, ValidationError, validate
@@ -268,11 +268,12 @@ class _GcPause:
         self._depth = 0
         self._restore = False
 
+    def __call__(self, active: bool = True) -> AbstractContextManager[None]:
+        """The pause when ``active``; else a context that does nothing (small batches)."""
+        return self._paused() if active else _NOTHING
+
     @contextmanager
-    def __call__(self, active: bool = True) -> Iterator[None]:
-        if not active:
-            yield
-            return
+    def _paused(self) -> Iterator[None]:
         with self._lock:
             if self._depth == 0:
                 self._restore = gc.isenabled()
@@ -286,6 +287,8 @@ class _GcPause:
                 if self._depth == 0 and self._restore:
                     gc.enable()
 
+
+_NOTHING = nullcontext()
 
 #: ``with gc_paused(big):`` around the work of a big batch.
 gc_paused = _GcPause()
