@@ -95,6 +95,14 @@ def on_starting(server) -> None:
         stale.unlink()
 
 
+def post_worker_init(worker) -> None:
+    """SIGINT/SIGQUIT (Ctrl-C) must not deadlock gunicorn's threaded worker in its own signal
+    handler: they stop it as SIGTERM does (flexsvc/ops/worker_signals.py)."""
+    from flexsvc.ops.worker_signals import install_stop_soon
+
+    install_stop_soon(worker)
+
+
 def child_exit(server, worker) -> None:
     """A worker left (recycled, crashed, stopped): drop its live gauges from the totals."""
     from prometheus_client import multiprocess
