@@ -23,16 +23,15 @@ class FlexApp(Flask):
     point). Coroutine functions still go through ``async_to_sync`` as in Flask.
     """
 
-    _sync: dict[Callable[..., Any], Callable[..., Any]]
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return self._sync[func]
-        except (KeyError, TypeError):     # TypeError: an unhashable callable
-            pass
-        except AttributeError:
-            self._sync = {}
-        chosen = super().ensure_sync(func)
+        except (KeyError, TypeError):     # not seen yet, or an unhashable callable
+            chosen = super().ensure_sync(func)
         if isinstance(func, FunctionType):     # long-lived: views and hooks
             self._sync[func] = chosen
         return chosen

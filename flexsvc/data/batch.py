@@ -114,7 +114,7 @@ def _apply_once(
             results = _mark_failed(plan, failed_keys)
             if failed_keys and atomic:
                 return not_applied(results, entries)
-        if plan.rows and not isolate:
+        elif plan.rows:
             store.upsert_schedules(queue, group_id, list(plan.rows.values()), user,
                                    plan.created)
         if plan.created and max(plan.created) not in allocated:

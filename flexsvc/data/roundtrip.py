@@ -71,14 +71,15 @@ def _compile(query: str | bytes) -> _Compiled:
 class Queued:
     """One queued statement's outcome, readable once its queue was sent."""
 
-    __slots__ = ("_queue", "_result")
+    __slots__ = ("_queue", "_result", "_sent")
 
     def __init__(self, queue: StatementQueue):
         self._queue = queue
         self._result: pq.abc.PGresult | None = None
+        self._sent = False
 
     def _loaded(self) -> pq.abc.PGresult:
-        if self._result is None and self._queue.holds(self):
+        if not self._sent:
             self._queue.sync()
         if self._result is None:     # as psycopg: an earlier statement of its sync failed
             raise pg_errors.PipelineAborted("not run: an earlier statement failed")
@@ -121,16 +122,14 @@ class StatementQueue:
         self._pending.append((compiled.text, values, tuple(tx.types), list(tx.formats), queued))
         return queued
 
-    def holds(self, queued: Queued) -> bool:
-        """Whether ``queued`` waits to be sent."""
-        return any(pending[-1] is queued for pending in self._pending)
-
     def sync(self) -> None:
         """Send everything queued in one write and read every answer; then raise the first
         error, as psycopg would (statements after a failed one are not run)."""
         pending, self._pending = self._pending, []
         if not pending:
             return
+        for *_statement, queued in pending:
+            queued._sent = True
         pgconn = self.connection.pgconn
         encoding = self.connection.info.encoding
         if pgconn.status != pq.ConnStatus.OK:

@@ -117,20 +117,19 @@ def read_json_array() -> list[Any]:
 
 #: ``schema.load({})`` per schema: most requests send no query string, and the defaults do not
 #: change (a copy is returned, so callers may keep or change theirs).
-_NO_QUERY: dict[int, tuple[Schema, dict[str, Any]]] = {}
+_NO_QUERY: dict[Schema, dict[str, Any]] = {}
 
 
 def query_options(schema: Schema) -> dict[str, Any]:
     """Query parameters loaded through ``schema`` (400 with the failing names)."""
-    if not request.args:
-        known = _NO_QUERY.get(id(schema))
-        if known is not None and known[0] is schema:
-            return dict(known[1])
+    args = request.args
+    if not args and schema in _NO_QUERY:
+        return dict(_NO_QUERY[schema])
     try:
-        loaded = schema.load(request.args.to_dict())
+        loaded = schema.load(args.to_dict())
     except ValidationError as exc:
         names = ", ".join(sorted(exc.normalized_messages()))
         raise ApiError(400, f"Invalid query parameter(s): {names}.") from exc
-    if not request.args:
-        _NO_QUERY[id(schema)] = (schema, dict(loaded))
+    if not args:
+        _NO_QUERY[schema] = dict(loaded)
     return loaded
