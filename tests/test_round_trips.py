@@ -82,3 +82,26 @@ def test_the_pool_check_costs_no_round_trip_yet_finds_a_dead_connection(tenant_d
         time.sleep(0.2)
         with pytest.raises(psycopg.OperationalError):
             check_connection(conn)
+
+
+def test_the_read_function_reports_new_keys_in_order_and_the_owners_of_explicit_keys(client,
+                                                                                      db):
+    """flexsvc_read_batch_facts (migration 0006) as the batch reads it: new keys ascending from
+    the identity sequence, each with the group of a row that already has it (none here); the
+    explicit keys that exist, with their groups; the group, its GroupFlex rows and the types
+    named. Nothing sorts the arrays of keys any more: nextval hands keys out in order."""
+    assert statuses(client.put(URL, json=[item(5), item(9)], headers=headers())) == [201, 201]
+    db.commit()
+    with db.transaction(force_rollback=True):
+        facts = db.execute(
+            "SELECT new_keys, new_key_owners, group_exists, parent_plan_ids, type_names, "
+            "owner_keys, owner_groups FROM flexsvc_read_batch_facts("
+            "'5s', '5s', false, 'G1', '{9, 5, 77}'::integer[], '{MONTHLY, CUSTOM}', 3)"
+        ).fetchone()
+    new_keys, new_key_owners, group_exists, plan_ids, type_names, owner_keys, owners = facts
+    assert len(new_keys) == 3 and new_keys == sorted(new_keys) and new_key_owners == [None] * 3
+    assert group_exists and "P1" in plan_ids and sorted(type_names) == ["CUSTOM", "MONTHLY"]
+    assert dict(zip(owner_keys, owners, strict=True)) == {5: "G1", 9: "G1"}
+    same = db.execute("SELECT flexsvc_schedule_key_sequence() = pg_get_serial_sequence("
+                      "'group_flex_schedule', 'group_flex_schedule_key')::regclass").fetchone()
+    assert same == (True,)
