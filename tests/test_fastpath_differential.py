@@ -135,7 +135,8 @@ def test_fast_path_answers_like_marshmallow(raw: Any) -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(raw_items(), max_size=12))
 def test_batches_answer_like_marshmallow(raws: list[Any]) -> None:
-    """Memoised names and dates inside one batch never leak a decision to another item."""
+    """Memoised names and dates (kept by the process, across batches) never leak a decision to
+    another item."""
     assert_same(raws)
 
 
@@ -162,3 +163,26 @@ def test_the_fast_path_switches_itself_off_for_what_it_does_not_understand() -> 
 def test_non_items_go_to_marshmallow(raw: Any) -> None:
     assert accept_item(raw, PATH_GROUP) is None
     assert_same([raw])
+
+
+def test_memos_are_kept_between_batches_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value checked once is remembered for later batches (the dates of an integration repeat
+    from call to call); a field's memo is emptied before a batch once it holds more than
+    MEMO_VALUES_KEPT values, so it stays bounded whatever clients send."""
+    monkeypatch.setattr(fastpath, "MEMO_VALUES_KEPT", 5)
+    for memo in fastpath._MEMOS:
+        memo.clear()
+    date_memo = fastpath._MEMOS[ScheduleInput._fields.index("schedule_date")]
+
+    def batch(first_day: int) -> list[dict[str, Any]]:
+        return [item(i, schedule_Date=f"2026-03-{first_day + i:02d}T00:00:00") for i in range(4)]
+
+    assert_same(batch(1))
+    assert set(date_memo) == {f"2026-03-{d:02d}T00:00:00" for d in range(1, 5)}
+    assert_same(batch(1))                    # the same values again: nothing new to keep
+    assert len(date_memo) == 4
+    assert_same(batch(11))                   # 8 kept now: over the bound
+    assert len(date_memo) == 8
+    assert_same(batch(21))                   # emptied first, then this batch's 4 kept
+    assert set(date_memo) == {f"2026-03-{d:02d}T00:00:00" for d in range(21, 25)}
+    assert_same([item(9, group_ID="OTHER", schedule_Date="2026-03-21T00:00:00")])   # still 400

@@ -134,10 +134,11 @@ def generate(plans: list[FieldPlan]) -> tuple[str, Callable[..., ScheduleInput |
     """Compile the plans into one straight-line function ``accept(raw, group_id, memos)``.
 
     Returns its source (for reading and tests) and the function. ``memos`` holds one dict per
-    field for one batch: a string or date-time value that passed its field's checks once maps
-    to its loaded value (batches repeat plan IDs, years, types and dates over and over). Only
-    values that passed are memoised, and the checks depend on nothing but the value, so a hit
-    is the same decision. Every check mirrors the field object it was read from.
+    field: a string or date-time value that passed its field's checks once maps to its loaded
+    value (batches, and the batches of one integration, repeat plan IDs, years, types and dates
+    over and over). Only values that passed are memoised, and the checks depend on nothing but
+    the value, so a hit is the same decision. Every check mirrors the field object it was read
+    from.
     """
     ns: dict[str, Any] = {
         "MISSING": object(), "N": len(plans), "CANON_KEYS": {p.data_key for p in plans},
@@ -237,12 +238,24 @@ def marshmallow_entry(raw: Any, path_group_id: str) -> BatchEntry:
     return loaded
 
 
+#: The fast path's memos (``generate``), kept by the process: a payroll integration sends the
+#: same few dates, plans and years in batch after batch, and a date parsed once need not be
+#: parsed again (measured: docs/PERFORMANCE.md, "Small batches"). Bounded: a field's memo is
+#: emptied when a batch starts with more than MEMO_VALUES_KEPT values in it. Threads share
+#: them; a dict's get and set are atomic, and a value is the same whoever stored it.
+MEMO_VALUES_KEPT = 8192
+_MEMOS: list[dict[str, Any]] = [{} for _ in _PLANS or ()]
+
+
 def load_items(items: Sequence[Any], path_group_id: str) -> list[BatchEntry]:
     """Validate a batch: ScheduleInput per valid item, a 400 ItemResult per invalid one."""
     accept = _ACCEPT
     if accept is None:
         return [marshmallow_entry(raw, path_group_id) for raw in items]
-    memos: list[dict[str, Any]] = [{} for _ in _PLANS or ()]
+    memos = _MEMOS
+    for memo in memos:
+        if len(memo) > MEMO_VALUES_KEPT:
+            memo.clear()
     entries: list[BatchEntry] = []
     append = entries.append
     for raw in items:
