@@ -127,3 +127,20 @@ def test_database_error_details_are_redacted():
     entry = json.loads(JsonFormatter().format(record))
     assert "Traceback" in entry["exception"] and "check constraint" in entry["exception"]
     assert SECRET_VALUE not in entry["exception"] and "redacted" in entry["exception"]
+
+
+def test_line_times_are_the_records_own():
+    """The formatter reuses the text of the last second it formatted; a record from another
+    second (earlier or later) still gets its own time, to the millisecond."""
+    formatter = JsonFormatter()
+
+    def time_of(created: float) -> str:
+        record = logging.makeLogRecord({"name": "flexsvc.request", "msg": "request",
+                                        "levelno": logging.INFO, "levelname": "INFO"})
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        return json.loads(formatter.format(record))["time"]
+
+    assert time_of(1_796_000_000.25) == "2026-11-30T00:53:20.250Z"
+    assert time_of(1_796_000_000.999) == "2026-11-30T00:53:20.999Z"
+    assert time_of(1_796_000_001.0) == "2026-11-30T00:53:21.000Z"
+    assert time_of(1_795_999_999.5) == "2026-11-30T00:53:19.500Z"

@@ -31,9 +31,18 @@ def redact(text: str) -> str:
     return _PG_DETAIL.sub(_REDACTED, text) if "DETAIL:" in text else text
 
 
+#: The last second formatted, and its text: a worker logs many lines per second.
+_last_second: tuple[int, str] = (-1, "")
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z")
+    global _last_second
+    second = int(record.created)
+    cached_second, text = _last_second     # one read: another thread may replace the pair
+    if second != cached_second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _last_second = (second, text)
+    return f"{text}.{int(record.msecs):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,9 +61,8 @@ class JsonFormatter(logging.Formatter):
             "activityID": getattr(record, "activityID", None) or current_activity_id(),
             "message": redact(record.getMessage()),
         }
-        for name, value in vars(record).items():
-            if name not in _STANDARD and name not in entry:
-                entry[name] = value
+        entry.update({name: value for name, value in vars(record).items()
+                      if name not in _STANDARD and name not in entry})
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))
         elif record.exc_text:
