@@ -69,7 +69,7 @@ class Gunicorn:
 
     def __init__(self, config: Path, log_path: Path, *, workers: int | None = None,
                  threads: int | None = None, app: str | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, root: Path = ROOT):
         self.port = free_port()
         self.log_path = log_path
         metrics = log_path.with_suffix(".metrics")
@@ -83,9 +83,9 @@ class Gunicorn:
         self.settings = _conf_settings(env)
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"),
+            [sys.executable, "-m", "gunicorn", "-c", str(root / "gunicorn.conf.py"),
              app or os.environ.get("FLEXSVC_BENCH_APP", "wsgi:app")],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            cwd=root, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60, path: str = "/healthz",
                    method: str = "GET") -> None:
