@@ -13,21 +13,17 @@ FLEXSVC_BENCH_DSN; then every process named ``postgres`` on the machine is count
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import uuid
 from pathlib import Path
 
 import psutil
-import psycopg
-from psycopg import sql as pgsql
-from psycopg.conninfo import make_conninfo
 
 from bench import small
+from bench.scratch import scratch_server
 from bench.service import ROOT, Gunicorn, write_config
 from bench.workload import prepare_database, reset, small_batches
 from flexsvc.ops.embedded import EmbeddedPostgres
@@ -35,10 +31,10 @@ from flexsvc.ops.embedded import EmbeddedPostgres
 EXISTING = 5000
 
 
-def server_processes(server: EmbeddedPostgres | None) -> list[psutil.Process]:
+def server_processes(embedded: EmbeddedPostgres | None) -> list[psutil.Process]:
     """The PostgreSQL processes whose CPU is counted."""
-    if server is not None:
-        pid = int((server.datadir / "postmaster.pid").read_text().splitlines()[0])
+    if embedded is not None:
+        pid = int((embedded.datadir / "postmaster.pid").read_text().splitlines()[0])
         postmaster = psutil.Process(pid)
         return [postmaster, *postmaster.children(recursive=True)]
     return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
@@ -70,96 +66,93 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="flexsvc-bench-cpu-"))
     worktree = workdir / "base"
-    admin_dsn = os.environ.get("FLEXSVC_BENCH_DSN")
-    server = None
-    apps: dict[str, Gunicorn] = {}
     names = (["base"] if args.base else []) + ["service", "minimal"]
-    databases = {name: f"flexsvc_cpu_{name}_{uuid.uuid4().hex[:8]}" for name in names}
+    apps: dict[str, Gunicorn] = {}
     try:
         if args.base:
             subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.base],
                            cwd=ROOT, check=True, capture_output=True)
-        if not admin_dsn:
-            server = EmbeddedPostgres.throwaway()
-            admin_dsn = server.start()
-        dsns = {}
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            for name, database in databases.items():
-                conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(database)))
-                dsns[name] = make_conninfo(admin_dsn, dbname=database)
-        for name, dsn in dsns.items():
-            if name == "base":      # that revision's migrations, by that revision's code
-                subprocess.run([sys.executable, "-c", "import sys; from bench.workload import "
-                                "prepare_database; prepare_database(sys.argv[1], int(sys.argv[2]))",
-                                dsn, str(EXISTING)], cwd=worktree, check=True)
-            else:
-                prepare_database(dsn, EXISTING)
-        env = {"FLEXSVC_MAX_REQUESTS": "0"}
-        headers = {name: write_config(workdir / f"{name}.toml", dsn, 4)
-                   for name, dsn in dsns.items()}
-        for name in names:
-            if name == "minimal":
-                apps[name] = Gunicorn(workdir / "minimal.toml", workdir / "minimal.log",
-                                      app="bench.minimal_app:app",
-                                      env={**env, "FLEXSVC_BENCH_MINIMAL_DSN": dsns[name],
-                                           "FLEXSVC_BENCH_MINIMAL_POOL": "4"})
-            else:
-                apps[name] = Gunicorn(workdir / f"{name}.toml", workdir / f"{name}.log",
-                                      env=env, root=worktree if name == "base" else ROOT)
-        for app in apps.values():
-            app.wait_ready()
-        batches = small_batches(10, EXISTING // 5, EXISTING)
-        targets = {name: small.HttpTarget.build(app.port, 200 if name == "minimal" else 207,
-                                                headers[name], batches, workdir, name)
-                   for name, app in apps.items()}
-        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
-        for round_no in range(args.rounds + 1):           # round 0 warms up
-            for name in names if round_no % 2 else names[::-1]:
-                reset(dsns[name], EXISTING)
-                workers = apps[name].workers()
-                before = cpu_by_process(workers), cpu_by_process(server_processes(server))
-                run = small.run_wrk(targets[name], args.clients, args.seconds, 2)
-                if run.errors:
-                    raise SystemExit(f"{name}: {run.errors} errors ({run.detail})")
-                after = cpu_by_process(workers), cpu_by_process(server_processes(server))
-                if round_no:
-                    runs[name].append((run.rate,
-                                       cpu_used(before[0], after[0]) / run.requests * 1e6,
-                                       cpu_used(before[1], after[1]) / run.requests * 1e6))
-                    print(f"  round {round_no}: {name} {run.rate:.0f}/s", flush=True)
-        print(f"\n{args.clients} clients x 10-item batches, {args.rounds} alternating rounds of "
-              f"{args.seconds:g} s; medians; CPU per request\n")
-        print("| target | req/s | gunicorn workers | PostgreSQL | total |\n|---|---|---|---|---|")
-        for name in names:
-            rate, worker, server_cpu = (statistics.median(r[i] for r in runs[name])
-                                        for i in range(3))
-            label = f"service at {args.base}" if name == "base" else name
-            print(f"| {label} | {rate:.0f} | {worker:.0f} µs | {server_cpu:.0f} µs | "
-                  f"{worker + server_cpu:.0f} µs |")
-        minimal = runs["minimal"]
-        for name in names[:-1]:
-            of_medians = (statistics.median(r[0] for r in runs[name])
-                          / statistics.median(r[0] for r in minimal))
-            per_round = statistics.median(a[0] / b[0] for a, b in zip(runs[name], minimal,
-                                                                      strict=True))
-            print(f"\n{name} / minimal app, req/s: {of_medians:.2f} of medians, {per_round:.2f} "
-                  "median of per-round ratios", end="")
-        print()
+        with scratch_server() as server:
+            dsns = {name: server.database(f"cpu_{name}") for name in names}
+            for name, dsn in dsns.items():
+                if name == "base":      # that revision's migrations, by that revision's code
+                    subprocess.run([sys.executable, "-c", "import sys; from bench.workload "
+                                    "import prepare_database; prepare_database(sys.argv[1], "
+                                    "int(sys.argv[2]))", dsn, str(EXISTING)],
+                                   cwd=worktree, check=True)
+                else:
+                    prepare_database(dsn, EXISTING)
+            env = {"FLEXSVC_MAX_REQUESTS": "0"}
+            headers = {name: write_config(workdir / f"{name}.toml", dsn, 4)
+                       for name, dsn in dsns.items()}
+            for name in names:
+                if name == "minimal":
+                    apps[name] = Gunicorn(workdir / "minimal.toml", workdir / "minimal.log",
+                                          app="bench.minimal_app:app",
+                                          env={**env, "FLEXSVC_BENCH_MINIMAL_DSN": dsns[name],
+                                               "FLEXSVC_BENCH_MINIMAL_POOL": "4"})
+                else:
+                    apps[name] = Gunicorn(workdir / f"{name}.toml", workdir / f"{name}.log",
+                                          env=env, root=worktree if name == "base" else ROOT)
+            for app in apps.values():
+                app.wait_ready()
+            runs = measure(apps, dsns, headers, server.embedded, workdir, args)
+            report(runs, names, args)
     finally:
         for app in apps.values():
             app.stop()
-        if admin_dsn:
-            with psycopg.connect(admin_dsn, autocommit=True) as conn:
-                for database in databases.values():
-                    conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        pgsql.Identifier(database)))
-        if server:
-            server.destroy()
         if args.base:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT,
                            capture_output=True)
         shutil.rmtree(workdir, ignore_errors=True)
 
+
+def measure(apps: dict[str, Gunicorn], dsns: dict[str, str], headers: dict[str, dict[str, str]],
+            embedded: EmbeddedPostgres | None, workdir: Path,
+            args: argparse.Namespace) -> dict[str, list[tuple[float, float, float]]]:
+    """Per target and round: (req/s, workers' CPU µs per request, server CPU µs per request)."""
+    names = list(apps)
+    batches = small_batches(10, EXISTING // 5, EXISTING)
+    targets = {name: small.HttpTarget.build(app.port, 200 if name == "minimal" else 207,
+                                            headers[name], batches, workdir, name)
+               for name, app in apps.items()}
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in names}
+    for round_no in range(args.rounds + 1):           # round 0 warms up
+        for name in names if round_no % 2 else names[::-1]:
+            reset(dsns[name], EXISTING)
+            workers = apps[name].workers()
+            before = cpu_by_process(workers), cpu_by_process(server_processes(embedded))
+            run = small.run_wrk(targets[name], args.clients, args.seconds, 2)
+            if run.errors:
+                raise SystemExit(f"{name}: {run.errors} errors ({run.detail})")
+            after = cpu_by_process(workers), cpu_by_process(server_processes(embedded))
+            if round_no:
+                runs[name].append((run.rate,
+                                   cpu_used(before[0], after[0]) / run.requests * 1e6,
+                                   cpu_used(before[1], after[1]) / run.requests * 1e6))
+                print(f"  round {round_no}: {name} {run.rate:.0f}/s", flush=True)
+    return runs
+
+
+def report(runs: dict[str, list[tuple[float, float, float]]], names: list[str],
+           args: argparse.Namespace) -> None:
+    print(f"\n{args.clients} clients x 10-item batches, {args.rounds} alternating rounds of "
+          f"{args.seconds:g} s; medians; CPU per request\n")
+    print("| target | req/s | gunicorn workers | PostgreSQL | total |\n|---|---|---|---|---|")
+    for name in names:
+        rate, worker, server_cpu = (statistics.median(r[i] for r in runs[name])
+                                    for i in range(3))
+        label = f"service at {args.base}" if name == "base" else name
+        print(f"| {label} | {rate:.0f} | {worker:.0f} µs | {server_cpu:.0f} µs | "
+              f"{worker + server_cpu:.0f} µs |")
+    minimal = runs["minimal"]
+    for name in names[:-1]:
+        of_medians = (statistics.median(r[0] for r in runs[name])
+                      / statistics.median(r[0] for r in minimal))
+        per_round = statistics.median(a[0] / b[0] for a, b in zip(runs[name], minimal,
+                                                                  strict=True))
+        print(f"{name} / minimal app, req/s: {of_medians:.2f} of medians, {per_round:.2f} "
+              "median of per-round ratios")
 
 if __name__ == "__main__":
     main()

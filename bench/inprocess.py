@@ -25,19 +25,15 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
-from psycopg import sql as pgsql
-from psycopg.conninfo import make_conninfo
 from werkzeug.test import EnvironBuilder
 
+from bench.scratch import scratch_server
 from bench.service import write_config
 from bench.workload import GROUP, prepare_database, small_batches
-from flexsvc.ops.embedded import EmbeddedPostgres
 
 EXISTING = 5000
 WARM_UP = 300
@@ -66,55 +62,50 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="flexsvc-bench-inprocess-"))
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(workdir / "metrics"))
     (workdir / "metrics").mkdir()
-    admin_dsn = os.environ.get("FLEXSVC_BENCH_DSN")
-    server = None
-    database = f"flexsvc_inprocess_{uuid.uuid4().hex[:8]}"
     try:
-        if not admin_dsn:
-            server = EmbeddedPostgres.throwaway()
-            admin_dsn = server.start()
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(database)))
-        dsn = make_conninfo(admin_dsn, dbname=database)
-        prepare_database(dsn, EXISTING)
-        app, headers, status = build_app(args.app, dsn, workdir / "bench.toml")
-        requests = []
-        for batch in small_batches(10, EXISTING // 5, EXISTING)[:400]:
-            body = orjson.dumps(batch)
-            environ = EnvironBuilder(path=f"/groups/{GROUP}/flex-schedules-batch", method="PUT",
-                                     data=body, headers=headers).get_environ()
-            requests.append((environ, body))
-
-        def call(n: int) -> None:
-            environ, body = requests[n % len(requests)]
-            answered: list[str] = []
-            result = app({**environ, "wsgi.input": io.BytesIO(body)},
-                         lambda status_line, _headers, _exc=None: answered.append(status_line))
-            b"".join(result)
-            if hasattr(result, "close"):
-                result.close()
-            if not answered[0].startswith(status):
-                raise SystemExit(f"unexpected answer: {answered[0]}")
-
-        for n in range(WARM_UP):
-            call(n)
-        wall, cpu = time.perf_counter(), time.process_time()
-        for n in range(args.requests):
-            call(n)
-        if args.requests:
-            wall = (time.perf_counter() - wall) / args.requests * 1e6
-            cpu = (time.process_time() - cpu) / args.requests * 1e6
-            print(f"{args.app}: {args.requests} requests, {wall:.0f} µs wall and {cpu:.0f} µs "
-                  "CPU (this process) per request")
+        with scratch_server() as server:
+            dsn = server.database("inprocess")
+            prepare_database(dsn, EXISTING)
+            app, headers, status = build_app(args.app, dsn, workdir / "bench.toml")
+            try:
+                run_requests(app, headers, status, args.app, args.requests)
+            finally:     # the service's pools, or the minimal app's pool
+                (app.extensions.get("flexsvc.pools") or app.extensions["bench.pool"]).close()
     finally:
-        if admin_dsn:
-            with psycopg.connect(admin_dsn, autocommit=True) as conn:
-                conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    pgsql.Identifier(database)))
-        if server:
-            server.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
 
+
+def run_requests(app: Any, headers: dict[str, str], status: str, name: str,
+                 count: int) -> None:
+    """The warm-up, then ``count`` measured requests; prints their cost."""
+    requests = []
+    for batch in small_batches(10, EXISTING // 5, EXISTING)[:400]:
+        body = orjson.dumps(batch)
+        environ = EnvironBuilder(path=f"/groups/{GROUP}/flex-schedules-batch", method="PUT",
+                                 data=body, headers=headers).get_environ()
+        requests.append((environ, body))
+
+    def call(n: int) -> None:
+        environ, body = requests[n % len(requests)]
+        answered: list[str] = []
+        result = app({**environ, "wsgi.input": io.BytesIO(body)},
+                     lambda status_line, _headers, _exc=None: answered.append(status_line))
+        b"".join(result)
+        if hasattr(result, "close"):
+            result.close()
+        if not answered[0].startswith(status):
+            raise SystemExit(f"unexpected answer: {answered[0]}")
+
+    for n in range(WARM_UP):
+        call(n)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for n in range(count):
+        call(n)
+    if count:
+        wall = (time.perf_counter() - wall) / count * 1e6
+        cpu = (time.process_time() - cpu) / count * 1e6
+        print(f"{name}: {count} requests, {wall:.0f} µs wall and {cpu:.0f} µs CPU (this "
+              "process) per request")
 
 if __name__ == "__main__":
     main()

@@ -12,13 +12,11 @@ import argparse
 import cProfile
 import functools
 import io
-import os
 import pstats
 import shutil
 import statistics
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -26,9 +24,8 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg import sql as pgsql
-from psycopg.conninfo import make_conninfo
 
+from bench.scratch import scratch_server
 from bench.service import write_config
 from bench.sqlpaths import run_floor
 from bench.workload import GROUP, VARIANTS, make_batch, prepare_database, reset
@@ -37,12 +34,11 @@ from flexsvc.config import load_settings
 from flexsvc.data import batch as batch_module
 from flexsvc.data import store
 from flexsvc.http.blueprints import batch as blueprint
-from flexsvc.ops.embedded import EmbeddedPostgres
 
 #: (module, function) pairs timed by the phases mode, in the order a request runs them.
 PHASES = [
     (blueprint, "read_json_array"), (blueprint, "load_items"), (store, "begin_batch"),
-    (store, "allocate_schedule_keys"), (store, "read_batch_facts"),
+    (store, "allocate_schedule_keys"), (store, "send_batch_reads"),
     (batch_module, "plan_batch"), (store, "upsert_schedules"),
     (store, "advance_key_sequence"), (batch_module, "_apply_once"),
     (blueprint, "json_response"),
@@ -72,80 +68,71 @@ def main() -> None:
     mode.add_argument("--pyinstrument", action="store_true")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="flexsvc-profile-"))
-    admin_dsn = os.environ.get("FLEXSVC_BENCH_DSN")
-    server = None
-    dbname = f"flexsvc_profile_{uuid.uuid4().hex[:8]}"
     try:
-        if not admin_dsn:
-            server = EmbeddedPostgres.throwaway()
-            admin_dsn = server.start()
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
-        dsn = make_conninfo(admin_dsn, dbname=dbname)
-        existing = args.items // 2
-        prepare_database(dsn, existing)
-        headers = write_config(workdir / "bench.toml", dsn, 4)
-        app = create_app(load_settings(workdir / "bench.toml"))
-        client = app.test_client()
-        batch = make_batch(args.items, variant=args.variant)
-        body = orjson.dumps(batch.items)
-        url = f"/groups/{GROUP}/flex-schedules-batch"
-
-        def once() -> float:
-            reset(dsn, existing)
-            started = time.perf_counter()
-            response = client.put(url, data=body, headers=headers)
-            elapsed = time.perf_counter() - started
-            assert response.status_code == 207, response.data[:300]
-            return elapsed
-
-        once()                                   # warm-up: pool, prepared statements
-        if args.pyinstrument:
-            from pyinstrument import Profiler
-            profiler = Profiler(interval=0.0005)
-            for _ in range(args.rounds):
-                reset(dsn, existing)
-                profiler.start()
-                client.put(url, data=body, headers=headers)
-                profiler.stop()
-            print(profiler.output_text(unicode=False, color=False, show_all=False))
-        elif args.cprofile:
-            profile = cProfile.Profile()
-            for _ in range(args.rounds):
-                reset(dsn, existing)
-                profile.enable()
-                client.put(url, data=body, headers=headers)
-                profile.disable()
-            out = io.StringIO()
-            stats = pstats.Stats(profile, stream=out).strip_dirs()
-            stats.sort_stats("tottime").print_stats(args.top)
-            stats.sort_stats("cumulative").print_stats(args.top)
-            print(out.getvalue())
-        else:
-            spent: dict[str, list[float]] = defaultdict(list)
-            for module, name in PHASES:
-                setattr(module, name, _timed(spent, name, getattr(module, name)))
-            totals, floors = [], []
-            with psycopg.connect(dsn) as conn:
-                for _ in range(args.rounds):
-                    totals.append(once())
-                    reset(dsn, existing)
-                    floors.append(run_floor(conn, batch)[0])
-            print(f"{'floor statement (for comparison)':40s} {statistics.median(floors) * 1e3:7.1f}"
-                  " ms")
-            print(f"{'whole request (test client)':40s} {statistics.median(totals) * 1e3:7.1f} ms")
-            for _module, name in PHASES:
-                if spent[name]:
-                    print(f"  {name:38s} {statistics.median(spent[name]) * 1e3:7.1f} ms")
-        app.extensions["flexsvc.pools"].close()
+        with scratch_server() as server:
+            profile_batches(server.database("profile"), workdir, args)
     finally:
-        if admin_dsn:
-            with psycopg.connect(admin_dsn, autocommit=True) as conn:
-                conn.execute(pgsql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    pgsql.Identifier(dbname)))
-        if server:
-            server.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def profile_batches(dsn: str, workdir: Path, args: argparse.Namespace) -> None:
+    """What ``main`` asked for, on the prepared database ``dsn``."""
+    existing = args.items // 2
+    prepare_database(dsn, existing)
+    headers = write_config(workdir / "bench.toml", dsn, 4)
+    app = create_app(load_settings(workdir / "bench.toml"))
+    client = app.test_client()
+    batch = make_batch(args.items, variant=args.variant)
+    body = orjson.dumps(batch.items)
+    url = f"/groups/{GROUP}/flex-schedules-batch"
+
+    def once() -> float:
+        reset(dsn, existing)
+        started = time.perf_counter()
+        response = client.put(url, data=body, headers=headers)
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 207, response.data[:300]
+        return elapsed
+
+    once()                                   # warm-up: pool, prepared statements
+    if args.pyinstrument:
+        from pyinstrument import Profiler
+        profiler = Profiler(interval=0.0005)
+        for _ in range(args.rounds):
+            reset(dsn, existing)
+            profiler.start()
+            client.put(url, data=body, headers=headers)
+            profiler.stop()
+        print(profiler.output_text(unicode=False, color=False, show_all=False))
+    elif args.cprofile:
+        profile = cProfile.Profile()
+        for _ in range(args.rounds):
+            reset(dsn, existing)
+            profile.enable()
+            client.put(url, data=body, headers=headers)
+            profile.disable()
+        out = io.StringIO()
+        stats = pstats.Stats(profile, stream=out).strip_dirs()
+        stats.sort_stats("tottime").print_stats(args.top)
+        stats.sort_stats("cumulative").print_stats(args.top)
+        print(out.getvalue())
+    else:
+        spent: dict[str, list[float]] = defaultdict(list)
+        for module, name in PHASES:
+            setattr(module, name, _timed(spent, name, getattr(module, name)))
+        totals, floors = [], []
+        with psycopg.connect(dsn) as conn:
+            for _ in range(args.rounds):
+                totals.append(once())
+                reset(dsn, existing)
+                floors.append(run_floor(conn, batch)[0])
+        print(f"{'floor statement (for comparison)':40s} {statistics.median(floors) * 1e3:7.1f}"
+              " ms")
+        print(f"{'whole request (test client)':40s} {statistics.median(totals) * 1e3:7.1f} ms")
+        for _module, name in PHASES:
+            if spent[name]:
+                print(f"  {name:38s} {statistics.median(spent[name]) * 1e3:7.1f} ms")
+    app.extensions["flexsvc.pools"].close()
 
 
 if __name__ == "__main__":

@@ -104,3 +104,22 @@ def test_weekly_variant_sends_valid_dates_and_precomputes_the_series() -> None:
     assert weekly_date(datetime(2026, 1, 2, 9, 30)) == datetime(2026, 1, 8)
     assert weekly_date(datetime(2026, 1, 8)) == datetime(2026, 1, 8)
     assert weekly_date(datetime(2026, 12, 31, 23, 59)) == datetime(2026, 12, 31)
+
+
+def test_scratch_server_drops_the_databases_it_made(pg_admin_dsn: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench.cpu, bench.inprocess and bench.profile make their databases on FLEXSVC_BENCH_DSN's
+    server (or an embedded one) and leave nothing behind."""
+    from bench.scratch import scratch_server
+
+    monkeypatch.setenv("FLEXSVC_BENCH_DSN", pg_admin_dsn)
+    with scratch_server() as server:
+        assert server.embedded is None
+        dsn = server.database("scratchtest")
+        with psycopg.connect(dsn) as conn:
+            name = conn.execute("SELECT current_database()").fetchone()[0]
+        assert name.startswith("flexsvc_scratchtest_")
+    with psycopg.connect(pg_admin_dsn) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                            (name,)).fetchone()[0]
+    assert left == 0
