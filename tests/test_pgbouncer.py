@@ -157,12 +157,16 @@ def test_default_settings_behind_pgbouncer(tmp_path: Path, second_server: Embedd
 
     assert warnings_logged(caplog) == []
 
-    # No session state left on PgBouncer's server connections: hold both at once and look.
+    # No session state left on PgBouncer's server connections that another client could meet:
+    # hold both at once and look. The timeouts are back at their defaults; the only prepared
+    # statements are the batch's named calls, whose names are a hash of their SQL and types
+    # (flexsvc.data.roundtrip), so a name there always means that statement (SPEC §10).
     links = [psycopg.connect(bouncer.dsn(name)) for _ in range(2)]
     try:
         seen = [link.execute(
             "SELECT pg_backend_pid(), current_setting('statement_timeout'), "
-            "current_setting('lock_timeout'), (SELECT count(*) FROM pg_prepared_statements)"
+            "current_setting('lock_timeout'), (SELECT count(*) FROM pg_prepared_statements "
+            "WHERE name NOT LIKE 'flexsvc\\_%' OR statement NOT LIKE 'SELECT %flexsvc\\_%')"
         ).fetchone() for link in links]
     finally:
         for link in links:

@@ -6,6 +6,7 @@ Sync (extended protocol) or Query (simple protocol) message is one round trip.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +106,26 @@ def test_the_read_function_reports_new_keys_in_order_and_the_owners_of_explicit_
     same = db.execute("SELECT flexsvc_schedule_key_sequence() = pg_get_serial_sequence("
                       "'group_flex_schedule', 'group_flex_schedule_key')::regclass").fetchone()
     assert same == (True,)
+
+
+def test_a_batch_whose_named_statements_were_lost_is_redone_unnamed(traced, db, caplog):
+    """The batch's two calls are named statements, planned once per server connection. When
+    the server no longer has them (here: DEALLOCATE ALL on the pool's one connection, as a
+    pooler's DISCARD ALL would), the transaction is redone with unnamed statements: the client
+    sees an ordinary 207, nothing is written twice, and only an info line is logged (SPEC §10:
+    detect, switch off, retry)."""
+    client, _trace = traced
+    caplog.set_level(logging.INFO, logger="flexsvc.roundtrip")
+    assert statuses(client.put(URL, json=[item(3)], headers=headers())) == [201]
+    pool = client.application.extensions["flexsvc.pools"].get("main")
+    with pool.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 2
+        conn.execute("DEALLOCATE ALL")
+    response = client.put(URL, json=[item(3, schedule_Date="2026-02-15"), item(4)],
+                          headers=headers())
+    assert statuses(response) == [200, 201]
+    assert sorted(r["group_flex_schedule_key"] for r in rows(db)) == [3, 4]
+    assert [r.levelname for r in caplog.records if r.name == "flexsvc.roundtrip"] == ["INFO"]
+    assert statuses(client.put(URL, json=[item(5)], headers=headers())) == [201]
+    with pool.connection() as conn:       # unnamed from now on: nothing prepared again
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0] == 0

@@ -17,7 +17,7 @@ from psycopg import errors as pg_errors
 from psycopg import pq
 
 from flexsvc.data.arrays import BoolArray, Int4Array, TextArray, TimestampArray
-from flexsvc.data.roundtrip import StatementQueue, _compile
+from flexsvc.data.roundtrip import NamedStatementsLost, StatementQueue, _compile
 
 
 @pytest.fixture
@@ -117,3 +117,63 @@ def test_a_lost_connection_raises_operational_error_and_closes_it(conn, tenant_d
         with pytest.raises(psycopg.OperationalError):
             sent.fetchone()
     assert conn.closed
+
+
+# --- named statements (the batch's two calls) ----------------------------------------------
+
+NAMED = "SELECT %(n)s::int + 1 AS next"
+
+
+def prepared_here(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    return conn.execute("SELECT name, statement FROM pg_prepared_statements "
+                        "ORDER BY name").fetchall()
+
+
+def test_a_named_statement_is_parsed_once_per_connection_under_a_name_that_says_what_it_is(
+        conn, tenant_dsns):
+    """The name is a hash of the SQL and its parameter types: the same on every connection,
+    so behind a pooler a server connection that has it has the same statement."""
+    for n in range(3):
+        queue = StatementQueue(conn)
+        assert queue.execute(NAMED, {"n": n}, prepare=True).fetchone() == (n + 1,)
+    (name, statement), = prepared_here(conn)
+    assert name.startswith("flexsvc_") and statement == "SELECT $1::int + 1 AS next"
+    with psycopg.connect(tenant_dsns["main"], autocommit=True) as other:
+        assert StatementQueue(other).execute(NAMED, {"n": 9}, prepare=True).fetchone() == (10,)
+        assert [n for n, _ in prepared_here(other)] == [name]
+
+
+def test_a_parse_survives_a_later_error_of_its_transaction(conn):
+    """Prepared statements belong to the session, not to the transaction: after a failure
+    later in the same sync the name is known, and is not parsed (and refused) again."""
+    queue = StatementQueue(conn)
+    queue.execute(b"BEGIN")
+    queue.execute(NAMED, {"n": 1}, prepare=True)
+    queue.execute("SELECT 1 / 0")
+    with pytest.raises(pg_errors.DivisionByZero):
+        queue.sync()
+    conn.execute("ROLLBACK")
+    assert StatementQueue(conn).execute(NAMED, {"n": 2}, prepare=True).fetchone() == (3,)
+    assert len(prepared_here(conn)) == 1
+
+
+@pytest.mark.parametrize("lost", ["deallocated", "parsed elsewhere"])
+def test_statements_the_server_did_not_keep_end_naming_on_that_connection(conn, lost: str):
+    """A pooler in transaction mode (or DISCARD ALL) loses the names: "does not exist"; a
+    connection that thinks a name is new meets it "already exists". Either way
+    NamedStatementsLost (the caller redoes the transaction), and that connection sends every
+    statement unnamed from then on."""
+    from flexsvc.data import roundtrip
+
+    assert StatementQueue(conn).execute(NAMED, {"n": 1}, prepare=True).fetchone() == (2,)
+    if lost == "deallocated":
+        conn.execute("DEALLOCATE ALL")
+    else:
+        roundtrip._PREPARED[conn] = set()       # as a client whose transaction moved here
+    queue = StatementQueue(conn)
+    queue.execute(NAMED, {"n": 2}, prepare=True)
+    with pytest.raises(NamedStatementsLost):
+        queue.sync()
+    before = prepared_here(conn)
+    assert StatementQueue(conn).execute(NAMED, {"n": 3}, prepare=True).fetchone() == (4,)
+    assert prepared_here(conn) == before       # unnamed now: nothing new prepared

@@ -7,11 +7,13 @@ is down or restarting, the connection was dropped (also mid-pipeline), the serve
 (a standby, or ``default_transaction_read_only``), or a pooler lost our prepared statements.
 A connection that met a read-only server or lost prepared statements is discarded, not reused.
 
-Server-side prepared statements are off by default (``prepare_threshold = None``): a pooler in
-transaction mode (PgBouncer < 1.22, or without ``max_prepared_statements``) moves transactions
-between server connections, so a statement psycopg prepared on one is missing, or another one
-by the same name, on the next. If an operator turns them on and the server loses them anyway,
-the pool stops preparing for that database (docs/DEPLOYMENT.md, "PgBouncer").
+psycopg's server-side prepared statements are off by default (``prepare_threshold = None``): a
+pooler in transaction mode (PgBouncer < 1.22, or without ``max_prepared_statements``) moves
+transactions between server connections, so a statement psycopg prepared on one is missing, or
+another one by the same name, on the next. If an operator turns them on and the server loses
+them anyway, the pool stops preparing for that database (docs/DEPLOYMENT.md, "PgBouncer"). The
+batch's two calls are prepared regardless, under names that say what they are
+(``flexsvc.data.roundtrip``).
 """
 
 from __future__ import annotations

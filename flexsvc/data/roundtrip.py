@@ -15,12 +15,23 @@ everything queued goes out in one write, and the answers are read in one pass.
 queued (``sync``) if that has not happened yet, as psycopg's pipeline does on a fetch. As in
 any libpq pipeline, the statements of one sync form one implicit transaction unless a BEGIN
 was queued (the batch queues one); after an error, the rest of that sync is not run.
+
+Statements are unnamed, except those queued with ``prepare=True`` (the batch's two calls):
+those are parsed once per connection under a name that is a hash of their SQL and parameter
+types, so that on any server connection, whoever prepared it, a name means that statement
+(which makes them safe behind a pooler in transaction mode: docs/DEPLOYMENT.md, §3). When the
+server did not keep a name ("does not exist", "already exists"), the sync raises
+``NamedStatementsLost`` and the connection sends everything unnamed from then on; the caller
+redoes the transaction, of which nothing was committed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import re
 import select
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -30,7 +41,32 @@ from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
 
+log = logging.getLogger("flexsvc.roundtrip")
+
 _OK_RESULTS = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QUERY)
+#: What a server says when the named statements a connection prepared are not there (a pooler
+#: in transaction mode moved the transaction to another server connection, or ran DISCARD ALL)
+#: or are there already (another client's connection prepared the same name on it).
+_NAMES_NOT_KEPT = ("26000", "42P05", "08P01")
+
+
+class NamedStatementsLost(Exception):
+    """The server did not keep this connection's named statements; nothing was run after the
+    first failed one and the transaction is aborted. The connection sends its statements
+    unnamed from now on; redo the transaction (nothing of it was committed)."""
+
+
+#: Per connection, the names of the statements it prepared; None: it sends everything unnamed.
+_PREPARED: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes] | None] = (
+    weakref.WeakKeyDictionary())
+
+
+@lru_cache(maxsize=256)
+def _statement_name(text: bytes, types: tuple[int, ...]) -> bytes:
+    """A name that says what the statement is: the same name is always the same SQL with the
+    same parameter types, on any server connection and from any client."""
+    return b"flexsvc_" + hashlib.blake2b(text + repr(types).encode(), digest_size=12).hexdigest(
+    ).encode()
 _PLACEHOLDER = re.compile(r"%%|%\((\w+)\)([sbt])|%")
 _FORMATS = {"s": PyFormat.AUTO, "b": PyFormat.BINARY, "t": PyFormat.TEXT}
 
@@ -108,18 +144,25 @@ class StatementQueue:
     def __init__(self, conn: psycopg.Connection):
         self.connection = conn
         self.transformer = Transformer(conn)
-        self._pending: list[tuple[bytes, list[Any] | None, Any, Any, Queued]] = []
+        self._pending: list[tuple[bytes, list[Any] | None, Any, Any, bytes | None, Queued]] = []
 
-    def execute(self, query: str | bytes, params: dict[str, Any] | None = None) -> Queued:
-        """Queue ``query`` (psycopg's ``%(name)s`` placeholders) with ``params``."""
+    def execute(self, query: str | bytes, params: dict[str, Any] | None = None, *,
+                prepare: bool = False) -> Queued:
+        """Queue ``query`` (psycopg's ``%(name)s`` placeholders) with ``params``. ``prepare``:
+        send it as a named statement, planned once per server connection (unless this
+        connection's server did not keep one: then unnamed, as every other statement)."""
         compiled = _compile(query)
         queued = Queued(self)
         if not compiled.names:
-            self._pending.append((compiled.text, None, None, None, queued))
+            self._pending.append((compiled.text, None, None, None, None, queued))
             return queued
         tx = self.transformer
         values = tx.dump_sequence([params[name] for name in compiled.names], compiled.formats)
-        self._pending.append((compiled.text, values, tuple(tx.types), list(tx.formats), queued))
+        types = tuple(tx.types)
+        name = None
+        if prepare and _PREPARED.get(self.connection, ()) is not None:
+            name = _statement_name(compiled.text, types)
+        self._pending.append((compiled.text, values, types, list(tx.formats), name, queued))
         return queued
 
     def sync(self) -> None:
@@ -130,29 +173,56 @@ class StatementQueue:
             return
         for *_statement, queued in pending:
             queued._sent = True
-        pgconn = self.connection.pgconn
-        encoding = self.connection.info.encoding
+        conn = self.connection
+        pgconn = conn.pgconn
+        encoding = conn.info.encoding
         if pgconn.status != pq.ConnStatus.OK:
             raise psycopg.OperationalError("the connection is closed")
+        prepared = _PREPARED.setdefault(conn, set())
+        preparing: list[bytes] = []      # names parsed in this sync: their answer comes first
         pgconn.enter_pipeline_mode()
         try:
-            for text, values, types, formats, _queued in pending:
-                pgconn.send_query_params(text, values, types, formats)
+            for text, values, types, formats, name, _queued in pending:
+                if name is None:
+                    pgconn.send_query_params(text, values, types, formats)
+                    continue
+                if name not in prepared and name not in preparing:
+                    pgconn.send_prepare(name, text, types)
+                    preparing.append(name)
+                pgconn.send_query_prepared(name, values, formats)
             pgconn.pipeline_sync()
             _flush(pgconn)
-            answers = _read_until_sync(pgconn, len(pending))
+            answers = _read_until_sync(pgconn, len(pending) + len(preparing))
         except BaseException:
-            _abandon(self.connection)
+            _abandon(conn)
             raise
         pgconn.exit_pipeline_mode()
         failure: psycopg.Error | None = None
-        for (*_sent, queued), result in zip(pending, answers, strict=True):
+        replies = iter(answers)
+        seen: set[bytes] = set()
+        for *_sent, name, queued in pending:
+            if name is not None and name in preparing and name not in seen:
+                seen.add(name)
+                reply = next(replies)     # the Parse's own answer
+                if reply.status == pq.ExecStatus.COMMAND_OK:
+                    prepared.add(name)    # kept by the session, whatever happens after it
+                elif reply.status == pq.ExecStatus.FATAL_ERROR and failure is None:
+                    failure = pg_errors.error_from_result(reply, encoding=encoding)
+            result = next(replies)
             if result.status in _OK_RESULTS:
                 queued._result = result
             elif failure is None and result.status == pq.ExecStatus.FATAL_ERROR:
                 failure = pg_errors.error_from_result(result, encoding=encoding)
-        if failure is not None:
-            raise failure
+        if failure is None:
+            return
+        if getattr(failure, "sqlstate", None) in _NAMES_NOT_KEPT and any(
+                name is not None for *_sent, name, _queued in pending):
+            _PREPARED[conn] = None
+            log.info("the server did not keep this connection's named statements (%s; a "
+                     "pooler in transaction mode?): they are sent unnamed from now on",
+                     failure.sqlstate)
+            raise NamedStatementsLost() from failure
+        raise failure
 
 
 #: What the data layer's functions accept when they only run statements and read their rows:

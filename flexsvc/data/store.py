@@ -19,7 +19,7 @@ import psycopg
 from flexsvc.config import PoolSettings
 from flexsvc.data.arrays import BoolArray, Int4Array, TextArray, TimestampArray
 from flexsvc.data.queries import sql
-from flexsvc.data.roundtrip import Executes
+from flexsvc.data.roundtrip import Executes, StatementQueue
 from flexsvc.rules.calculation import GroupFlexDates
 from flexsvc.rules.planning import BatchFacts
 from flexsvc.rules.schemas import ScheduleInput
@@ -65,7 +65,7 @@ def send_batch_reads(
     cursor = conn.execute(sql("read_batch_facts"), {
         **timeouts(settings), "exclusive": exclusive, "group_id": group_id,
         "keys": Int4Array(explicit_keys), "types": TextArray(schedule_types),
-        "new_count": new_count})
+        "new_count": new_count}, **_named(conn))
 
     def results() -> tuple[BatchFacts, dict[int, str | None]]:
         (new_keys, new_key_owners, group_exists, plan_ids, years, effective, term, first,
@@ -85,6 +85,13 @@ def send_batch_reads(
 
 
 _by_key = itemgetter(0)   # ScheduleInput.key
+
+
+def _named(conn: Executes) -> dict[str, bool]:
+    """The batch's two calls go as named statements on a queue (planned once per server
+    connection: ``StatementQueue.execute``); on a plain connection (the row-by-row path) as
+    psycopg sends them, never prepared by psycopg unless configured."""
+    return {"prepare": True} if isinstance(conn, StatementQueue) else {}
 
 
 def upsert_schedules(
@@ -114,7 +121,7 @@ def upsert_schedules(
         "creates": BoolArray(creates),
         "create_count": sum(creates),
     }
-    conn.execute(sql("upsert_schedules"), params)
+    conn.execute(sql("upsert_schedules"), params, **_named(conn))
 
 
 def advance_key_sequence(conn: Executes, max_key: int) -> None:

@@ -30,7 +30,7 @@ from psycopg import pq
 from flexsvc.config import PoolSettings
 from flexsvc.data import store
 from flexsvc.data.db import CONNECTION_ERRORS, Pools
-from flexsvc.data.roundtrip import Executes
+from flexsvc.data.roundtrip import Executes, NamedStatementsLost
 from flexsvc.rules.planning import ItemResult
 
 if TYPE_CHECKING:   # flexsvc.data.idempotency imports this module
@@ -77,6 +77,8 @@ def run_write(
                 # A retry runs alone (the batch writers' lock in exclusive mode), so it cannot
                 # meet another concurrent create or deadlock: overlapping writes cannot starve.
                 exclusive = True
+            except NamedStatementsLost:    # nothing was committed; redone with unnamed ones
+                continue
             except CONNECTION_ERRORS:   # 503: the database, not this write, failed
                 raise
             except psycopg.Error:
