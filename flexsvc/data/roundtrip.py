@@ -41,13 +41,11 @@ from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg.adapt import PyFormat, Transformer
 
+from flexsvc.data.db import PREPARED_STATEMENT_ERRORS
+
 log = logging.getLogger("flexsvc.roundtrip")
 
 _OK_RESULTS = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK, pq.ExecStatus.EMPTY_QUERY)
-#: What a server says when the named statements a connection prepared are not there (a pooler
-#: in transaction mode moved the transaction to another server connection, or ran DISCARD ALL)
-#: or are there already (another client's connection prepared the same name on it).
-_NAMES_NOT_KEPT = ("26000", "42P05", "08P01")
 
 
 class NamedStatementsLost(Exception):
@@ -60,13 +58,6 @@ class NamedStatementsLost(Exception):
 _PREPARED: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes] | None] = (
     weakref.WeakKeyDictionary())
 
-
-@lru_cache(maxsize=256)
-def _statement_name(text: bytes, types: tuple[int, ...]) -> bytes:
-    """A name that says what the statement is: the same name is always the same SQL with the
-    same parameter types, on any server connection and from any client."""
-    return b"flexsvc_" + hashlib.blake2b(text + repr(types).encode(), digest_size=12).hexdigest(
-    ).encode()
 _PLACEHOLDER = re.compile(r"%%|%\((\w+)\)([sbt])|%")
 _FORMATS = {"s": PyFormat.AUTO, "b": PyFormat.BINARY, "t": PyFormat.TEXT}
 
@@ -102,6 +93,14 @@ def _compile(query: str | bytes) -> _Compiled:
         return f"${len(names)}"
 
     return _Compiled(_PLACEHOLDER.sub(number, text).encode(), tuple(names), tuple(formats))
+
+
+@lru_cache(maxsize=256)
+def _statement_name(text: bytes, types: tuple[int, ...]) -> bytes:
+    """A name that says what the statement is: the same name is always the same SQL with the
+    same parameter types, on any server connection and from any client."""
+    digest = hashlib.blake2b(text + repr(types).encode(), digest_size=12).hexdigest()
+    return b"flexsvc_" + digest.encode()
 
 
 class Queued:
@@ -175,47 +174,47 @@ class StatementQueue:
             queued._sent = True
         conn = self.connection
         pgconn = conn.pgconn
-        encoding = conn.info.encoding
         if pgconn.status != pq.ConnStatus.OK:
             raise psycopg.OperationalError("the connection is closed")
         prepared = _PREPARED.setdefault(conn, set())
-        preparing: list[bytes] = []      # names parsed in this sync: their answer comes first
+        parses: list[bytes | None] = []      # per statement: the name parsed for it here
         pgconn.enter_pipeline_mode()
         try:
             for text, values, types, formats, name, _queued in pending:
                 if name is None:
                     pgconn.send_query_params(text, values, types, formats)
+                    parses.append(None)
                     continue
-                if name not in prepared and name not in preparing:
+                parse = name not in prepared and name not in parses
+                if parse:
                     pgconn.send_prepare(name, text, types)
-                    preparing.append(name)
+                parses.append(name if parse else None)
                 pgconn.send_query_prepared(name, values, formats)
             pgconn.pipeline_sync()
             _flush(pgconn)
-            answers = _read_until_sync(pgconn, len(pending) + len(preparing))
+            answers = iter(_read_until_sync(
+                pgconn, len(pending) + sum(parse is not None for parse in parses)))
         except BaseException:
             _abandon(conn)
             raise
         pgconn.exit_pipeline_mode()
-        failure: psycopg.Error | None = None
-        replies = iter(answers)
-        seen: set[bytes] = set()
-        for *_sent, name, queued in pending:
-            if name is not None and name in preparing and name not in seen:
-                seen.add(name)
-                reply = next(replies)     # the Parse's own answer
+        failed: pq.abc.PGresult | None = None
+        for (*_sent, queued), parsed in zip(pending, parses, strict=True):
+            if parsed is not None:
+                reply = next(answers)     # the Parse's own answer comes first
                 if reply.status == pq.ExecStatus.COMMAND_OK:
-                    prepared.add(name)    # kept by the session, whatever happens after it
-                elif reply.status == pq.ExecStatus.FATAL_ERROR and failure is None:
-                    failure = pg_errors.error_from_result(reply, encoding=encoding)
-            result = next(replies)
+                    prepared.add(parsed)  # kept by the session, whatever happens after it
+                elif failed is None and reply.status == pq.ExecStatus.FATAL_ERROR:
+                    failed = reply
+            result = next(answers)
             if result.status in _OK_RESULTS:
                 queued._result = result
-            elif failure is None and result.status == pq.ExecStatus.FATAL_ERROR:
-                failure = pg_errors.error_from_result(result, encoding=encoding)
-        if failure is None:
+            elif failed is None and result.status == pq.ExecStatus.FATAL_ERROR:
+                failed = result
+        if failed is None:
             return
-        if getattr(failure, "sqlstate", None) in _NAMES_NOT_KEPT and any(
+        failure = pg_errors.error_from_result(failed, encoding=conn.info.encoding)
+        if isinstance(failure, PREPARED_STATEMENT_ERRORS) and any(
                 name is not None for *_sent, name, _queued in pending):
             _PREPARED[conn] = None
             log.info("the server did not keep this connection's named statements (%s; a "
