@@ -108,6 +108,52 @@ def test_the_read_function_reports_new_keys_in_order_and_the_owners_of_explicit_
     assert same == (True,)
 
 
+WRITE = ("SELECT flexsvc_upsert_schedules('G1', 'writer', %s::integer[], %s::varchar[], "
+         "%s::varchar[], %s::timestamp[], %s::varchar[], %s::boolean[], %s)")
+
+
+def _write_args(keys: list[int], creates: list[bool]) -> tuple:
+    n = len(keys)
+    return (keys, ["P1"] * n, ["2026"] * n, ["2026-03-01"] * n, ["CUSTOM"] * n, creates,
+            sum(creates))
+
+
+def test_the_write_function_inserts_planned_creates_and_updates_planned_updates(client, db):
+    """flexsvc_upsert_schedules (migration 0007: one INSERT ... ON CONFLICT DO UPDATE) as the
+    batch calls it, after the read function locked the rows of the planned updates: key 5 is
+    updated, key 6 inserted, and the check passes."""
+    assert statuses(client.put(URL, json=[item(5)], headers=headers())) == [201]
+    db.commit()
+    with db.transaction(force_rollback=True):
+        db.execute("SELECT 1 FROM group_flex_schedule WHERE group_flex_schedule_key = 5 "
+                   "FOR UPDATE")
+        db.execute(WRITE, _write_args([5, 6], [False, True]))
+        written = {r["group_flex_schedule_key"]: r for r in rows(db)}
+    assert written[5]["update_user"] == "writer" and written[5]["entry_user"] != "writer"
+    assert written[5]["schedule_type"] == "CUSTOM"
+    assert written[6]["entry_user"] == "writer" and written[6]["schedule_type"] == "CUSTOM"
+
+
+@pytest.mark.parametrize(("keys", "creates"), [
+    ([5], [True]),     # a planned create meets a row of this group (created meanwhile)
+    ([7], [False]),    # a planned update whose row belongs to another group
+    ([8], [False]),    # a planned update whose row does not exist
+])
+def test_the_write_function_refuses_any_other_outcome(client, db, keys, creates):
+    """Whatever the single statement did instead of the plan (updated a row it should have
+    created, left a row of another group alone, inserted a row it should have updated), the
+    check raises serialization_failure, and the rolled-back transaction leaves every row as
+    it was."""
+    assert statuses(client.put(URL, json=[item(5)], headers=headers())) == [201]
+    assert statuses(client.put("/groups/G2/flex-schedules-batch", json=[item(7, group_ID="G2")],
+                               headers=headers())) == [201]
+    db.commit()
+    before = rows(db)
+    with pytest.raises(psycopg.errors.SerializationFailure), db.transaction():
+        db.execute(WRITE, _write_args(keys, creates))
+    assert rows(db) == before
+
+
 def test_a_batch_whose_named_statements_were_lost_is_redone_unnamed(traced, db, caplog):
     """The batch's two calls are named statements, planned once per server connection. When
     the server no longer has them (here: DEALLOCATE ALL on the pool's one connection, as a
