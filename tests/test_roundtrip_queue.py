@@ -8,6 +8,8 @@ statement error and a closed one after a lost connection.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from datetime import date, datetime
 from pathlib import Path
 
@@ -177,3 +179,23 @@ def test_statements_the_server_did_not_keep_end_naming_on_that_connection(conn, 
     before = prepared_here(conn)
     assert StatementQueue(conn).execute(NAMED, {"n": 3}, prepare=True).fetchone() == (4,)
     assert prepared_here(conn) == before       # unnamed now: nothing new prepared
+
+
+def test_a_connection_keeps_one_transformer_and_is_freed_with_it(tenant_dsns):
+    """Every queue on a connection dumps and loads with the same Transformer (its dumpers and
+    loaders found once per connection, not once per transaction), and a dropped connection is
+    still freed: the Transformer refers to the connection, so nothing else may keep it."""
+    connection = psycopg.connect(tenant_dsns["main"], autocommit=True)
+    first, second = StatementQueue(connection), StatementQueue(connection)
+    assert first.transformer is second.transformer
+    assert first.execute("SELECT %(keys)b::integer[]", {"keys": Int4Array([1, 2])}
+                         ).fetchone() == ([1, 2],)
+    assert second.execute("SELECT %(keys)b::integer[]", {"keys": Int4Array([3])}
+                          ).fetchone() == ([3],)
+    with psycopg.connect(tenant_dsns["main"], autocommit=True) as other:
+        assert StatementQueue(other).transformer is not first.transformer
+    gone = weakref.ref(connection)
+    connection.close()
+    del connection, first, second
+    gc.collect()
+    assert gone() is None

@@ -137,12 +137,32 @@ class Queued:
         return tx.load_row(0, tuple)
 
 
+def _transformer(conn: psycopg.Connection) -> Transformer:
+    """The connection's Transformer, made by its first queue and kept by the connection.
+
+    A Transformer remembers the dumpers and loaders it looked up (the batch's array types, its
+    result columns); a new one per transaction looked them up and built them again, about 4 %
+    of a small batch's client instructions. Kept as an attribute of the connection, not in a
+    WeakKeyDictionary: the Transformer refers to its connection, so such a dictionary would keep
+    every connection alive; the attribute is a cycle that goes with the connection. A connection
+    serves one thread at a time (the pool), so its queues never share the Transformer at once.
+    """
+    transformer = getattr(conn, _TRANSFORMER_ATTRIBUTE, None)
+    if transformer is None:
+        transformer = Transformer(conn)
+        setattr(conn, _TRANSFORMER_ATTRIBUTE, transformer)
+    return transformer
+
+
+_TRANSFORMER_ATTRIBUTE = "_flexsvc_transformer"
+
+
 class StatementQueue:
     """Statements for ``conn``, sent together by ``sync``: one round trip per sync."""
 
     def __init__(self, conn: psycopg.Connection):
         self.connection = conn
-        self.transformer = Transformer(conn)
+        self.transformer = _transformer(conn)
         self._pending: list[tuple[bytes, list[Any] | None, Any, Any, bytes | None, Queued]] = []
 
     def execute(self, query: str | bytes, params: dict[str, Any] | None = None, *,
