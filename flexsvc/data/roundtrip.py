@@ -137,6 +137,10 @@ class Queued:
         return tx.load_row(0, tuple)
 
 
+#: The connection attribute that holds its queues' Transformer (``_transformer``).
+_TRANSFORMER_ATTRIBUTE = "_flexsvc_transformer"
+
+
 def _transformer(conn: psycopg.Connection) -> Transformer:
     """The connection's Transformer, made by its first queue and kept by the connection.
 
@@ -152,9 +156,6 @@ def _transformer(conn: psycopg.Connection) -> Transformer:
         transformer = Transformer(conn)
         setattr(conn, _TRANSFORMER_ATTRIBUTE, transformer)
     return transformer
-
-
-_TRANSFORMER_ATTRIBUTE = "_flexsvc_transformer"
 
 
 class StatementQueue:
