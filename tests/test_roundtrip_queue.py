@@ -171,7 +171,7 @@ def test_statements_the_server_did_not_keep_end_naming_on_that_connection(conn, 
     if lost == "deallocated":
         conn.execute("DEALLOCATE ALL")
     else:
-        roundtrip._PREPARED[conn] = set()       # as a client whose transaction moved here
+        roundtrip._connection_state(conn).prepared = set()   # as a client whose transaction moved here
     queue = StatementQueue(conn)
     queue.execute(NAMED, {"n": 2}, prepare=True)
     with pytest.raises(NamedStatementsLost):

@@ -31,7 +31,6 @@ import hashlib
 import logging
 import re
 import select
-import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -53,10 +52,6 @@ class NamedStatementsLost(Exception):
     first failed one and the transaction is aborted. The connection sends its statements
     unnamed from now on; redo the transaction (nothing of it was committed)."""
 
-
-#: Per connection, the names of the statements it prepared; None: it sends everything unnamed.
-_PREPARED: weakref.WeakKeyDictionary[psycopg.Connection, set[bytes] | None] = (
-    weakref.WeakKeyDictionary())
 
 _PLACEHOLDER = re.compile(r"%%|%\((\w+)\)([sbt])|%")
 _FORMATS = {"s": PyFormat.AUTO, "b": PyFormat.BINARY, "t": PyFormat.TEXT}
@@ -137,25 +132,36 @@ class Queued:
         return tx.load_row(0, tuple)
 
 
-#: The connection attribute that holds its queues' Transformer (``_transformer``).
-_TRANSFORMER_ATTRIBUTE = "_flexsvc_transformer"
+class _ConnectionState:
+    """What a connection's queues share, made by its first queue and kept by the connection.
 
-
-def _transformer(conn: psycopg.Connection) -> Transformer:
-    """The connection's Transformer, made by its first queue and kept by the connection.
-
-    A Transformer remembers the dumpers and loaders it looked up (the batch's array types, its
-    result columns); a new one per transaction looked them up and built them again, about 4 %
-    of a small batch's client instructions. Kept as an attribute of the connection, not in a
-    WeakKeyDictionary: the Transformer refers to its connection, so such a dictionary would keep
-    every connection alive; the attribute is a cycle that goes with the connection. A connection
-    serves one thread at a time (the pool), so its queues never share the Transformer at once.
+    ``transformer``: a Transformer remembers the dumpers and loaders it looked up (the batch's
+    array types, its result columns); a new one per transaction looked them up and built them
+    again, about 4 % of a small batch's client instructions. ``prepared``: the names of the
+    statements this connection prepared; None once its server did not keep one (then it sends
+    everything unnamed). Kept as an attribute of the connection, not in a WeakKeyDictionary:
+    the Transformer refers to its connection, so such a dictionary would keep every connection
+    alive; the attribute is a cycle that goes with the connection. A connection serves one
+    thread at a time (the pool), so its queues never use the state at once.
     """
-    transformer = getattr(conn, _TRANSFORMER_ATTRIBUTE, None)
-    if transformer is None:
-        transformer = Transformer(conn)
-        setattr(conn, _TRANSFORMER_ATTRIBUTE, transformer)
-    return transformer
+
+    __slots__ = ("prepared", "transformer")
+
+    def __init__(self, conn: psycopg.Connection):
+        self.transformer = Transformer(conn)
+        self.prepared: set[bytes] | None = set()
+
+
+#: The connection attribute that holds its ``_ConnectionState``.
+_STATE_ATTRIBUTE = "_flexsvc_queue_state"
+
+
+def _connection_state(conn: psycopg.Connection) -> _ConnectionState:
+    state = getattr(conn, _STATE_ATTRIBUTE, None)
+    if state is None:
+        state = _ConnectionState(conn)
+        setattr(conn, _STATE_ATTRIBUTE, state)
+    return state
 
 
 class StatementQueue:
@@ -163,7 +169,8 @@ class StatementQueue:
 
     def __init__(self, conn: psycopg.Connection):
         self.connection = conn
-        self.transformer = _transformer(conn)
+        self._state = _connection_state(conn)
+        self.transformer = self._state.transformer
         self._pending: list[tuple[bytes, list[Any] | None, Any, Any, bytes | None, Queued]] = []
 
     def execute(self, query: str | bytes, params: dict[str, Any] | None = None, *,
@@ -180,7 +187,7 @@ class StatementQueue:
         values = tx.dump_sequence([params[name] for name in compiled.names], compiled.formats)
         types = tuple(tx.types)
         name = None
-        if prepare and _PREPARED.get(self.connection, ()) is not None:
+        if prepare and self._state.prepared is not None:
             name = _statement_name(compiled.text, types)
         self._pending.append((compiled.text, values, types, list(tx.formats), name, queued))
         return queued
@@ -197,7 +204,9 @@ class StatementQueue:
         pgconn = conn.pgconn
         if pgconn.status != pq.ConnStatus.OK:
             raise psycopg.OperationalError("the connection is closed")
-        prepared = _PREPARED.setdefault(conn, set())
+        prepared = self._state.prepared
+        if prepared is None:       # this connection names nothing: no statement here has a name
+            prepared = set()
         parses: list[bytes | None] = []      # per statement: the name parsed for it here
         pgconn.enter_pipeline_mode()
         try:
@@ -237,7 +246,7 @@ class StatementQueue:
         failure = pg_errors.error_from_result(failed, encoding=conn.info.encoding)
         if isinstance(failure, PREPARED_STATEMENT_ERRORS) and any(
                 name is not None for *_sent, name, _queued in pending):
-            _PREPARED[conn] = None
+            self._state.prepared = None
             log.info("the server did not keep this connection's named statements (%s; a "
                      "pooler in transaction mode?): they are sent unnamed from now on",
                      failure.sqlstate)
